@@ -1,0 +1,202 @@
+//! Encoding responses into [`Bytes`].
+//!
+//! A response is encoded once into one contiguous buffer (status line, headers, body) and then
+//! only cloned: the fan-out of a publish hands the same `Bytes` to every waiter, and responses
+//! that never change (errors, the chat page) live in a [`ResponseCache`].
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+/// Headers every response carries (DESIGN §2).
+const FIXED_HEADERS: &[u8] = b"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n";
+
+/// Content type of plain-text answers.
+pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+/// Content type of JSON answers.
+pub const APPLICATION_JSON: &str = "application/json";
+
+/// What a response says about the connection it is sent on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Persist {
+    /// HTTP/1.1 default: the connection stays open, no header needed.
+    KeepAlive,
+    /// The HTTP/1.0 client asked for keep-alive: `Connection: keep-alive`.
+    KeepAlive10,
+    /// The connection closes after this response: `Connection: close`.
+    Close,
+}
+
+impl Persist {
+    /// How to answer a request with this version and keep-alive wish.
+    pub fn for_request(version: crate::http::Version, keep_alive: bool) -> Persist {
+        match (keep_alive, version) {
+            (false, _) => Persist::Close,
+            (true, crate::http::Version::Http11) => Persist::KeepAlive,
+            (true, crate::http::Version::Http10) => Persist::KeepAlive10,
+        }
+    }
+
+    /// Whether the connection stays open after the response.
+    pub fn keeps_alive(self) -> bool {
+        self != Persist::Close
+    }
+
+    fn header(self) -> &'static [u8] {
+        match self {
+            Persist::KeepAlive => b"",
+            Persist::KeepAlive10 => b"Connection: keep-alive\r\n",
+            Persist::Close => b"Connection: close\r\n",
+        }
+    }
+}
+
+/// The reason phrase of the statuses Parlor sends.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// The interim response to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// One response to encode.
+#[derive(Clone, Copy, Debug)]
+pub struct Response<'a> {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, if the response has a body type.
+    pub content_type: Option<&'a str>,
+    /// Extra header fields, each `(name, value)`.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// The body (its length is always sent as `Content-Length`, even for `HEAD`).
+    pub body: &'a [u8],
+    /// Whether to leave the body out (an answer to `HEAD`).
+    pub head_only: bool,
+    /// What to say about the connection.
+    pub persist: Persist,
+}
+
+impl<'a> Response<'a> {
+    /// A response with this status and body and no extra headers.
+    pub fn new(status: u16, content_type: Option<&'a str>, body: &'a [u8]) -> Self {
+        Response {
+            status,
+            content_type,
+            headers: &[],
+            body,
+            head_only: false,
+            persist: Persist::KeepAlive,
+        }
+    }
+
+    /// Encodes the whole response into one buffer.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(160 + self.body.len());
+        self.encode_into(&mut out);
+        Bytes::from(out)
+    }
+
+    /// Appends the encoded response to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_u64(out, u64::from(self.status));
+        out.push(b' ');
+        out.extend_from_slice(reason_phrase(self.status).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(ct) = self.content_type {
+            out.extend_from_slice(b"Content-Type: ");
+            out.extend_from_slice(ct.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        // 204 (and 1xx) must not carry Content-Length (RFC 9110 §8.6).
+        if self.status != 204 {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, self.body.len() as u64);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(FIXED_HEADERS);
+        for (name, value) in self.headers {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(self.persist.header());
+        out.extend_from_slice(b"\r\n");
+        if !self.head_only && self.status != 204 {
+            out.extend_from_slice(self.body);
+        }
+    }
+}
+
+/// Appends the decimal digits of `n`.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// An error answer: `status` with `reason` and a newline as its plain-text body.
+pub fn error(status: u16, reason: &str, headers: &[(&str, &str)], persist: Persist) -> Bytes {
+    let mut body = Vec::with_capacity(reason.len() + 1);
+    body.extend_from_slice(reason.as_bytes());
+    body.push(b'\n');
+    Response {
+        headers,
+        persist,
+        ..Response::new(status, Some(TEXT_PLAIN), &body)
+    }
+    .encode()
+}
+
+/// Responses that never change, encoded on first use and cloned after that.
+///
+/// Keys are `'static` (reasons and names are constants), so the cache holds at most one entry
+/// per distinct constant response and cannot grow with input.
+#[derive(Debug, Default)]
+pub struct ResponseCache {
+    errors: HashMap<(u16, &'static str, Persist), Bytes>,
+}
+
+impl ResponseCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The error answer `status` with `reason` (see [`error`]), encoded once.
+    pub fn error(&mut self, status: u16, reason: &'static str, persist: Persist) -> Bytes {
+        self.errors
+            .entry((status, reason, persist))
+            .or_insert_with(|| error(status, reason, &[], persist))
+            .clone()
+    }
+}
