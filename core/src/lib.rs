@@ -11,6 +11,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod http;
 pub mod response;
 

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of the `parse` and `split` targets (fuzz/corpus/<target>/seed-*).
+
+The inputs follow the decoding in core/src/fuzzing.rs: `parse` is one selector byte (its low two
+bits pick the limits: 0 default, 1 and 3 tiny, 2 small) then the stream; `split` is a selector
+byte, a cuts byte (low four bits: how many cut points follow, two bytes each, little-endian;
+high bit: feed byte by byte) then the stream. Run from anywhere; it rewrites only seed-* files.
+"""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+REQUESTS = {
+    "get": b"GET /subscribe?room=a HTTP/1.1\r\nHost: x\r\n\r\n",
+    "get-since": b"GET /subscribe?room=lobby&since=e-3 HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n",
+    "headers": b"POST /publish HTTP/1.1\r\nHost: h:8080\r\nContent-Type: text/plain\r\n"
+    b"Accept: text/html\r\naccept: application/json\r\nOrigin: http://h:8080\r\n"
+    b"Last-Event-ID: abc-3\r\nX-Other: y\r\nContent-Length: 2\r\n\r\nhi",
+    "bare-lf": b"GET / HTTP/1.1\nHost: x\n\n",
+    "leading-crlf": b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "cl-repeated": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n\r\nabc",
+    "pipeline": b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz"
+    b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nq\r\n0\r\n\r\n"
+    b"GET /d HTTP/1.1\r\nHost: x\r\n\r\n",
+    "chunked-ext-trailer": b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"
+    b"5;name=value\r\nhello\r\n6 ; a=\"b\"\r\n world\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\n",
+    "chunked-hex": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1A\r\n"
+    + b"z" * 26 + b"\r\n0\r\n\r\n",
+    "chunk-size-bad": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nabcde\r\n0\r\n\r\n",
+    "chunk-no-crlf": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+    "chunk-huge": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\n",
+    "cl-and-te": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "cl-differ": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\nabcd",
+    "cl-invalid": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n",
+    "te-gzip": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    "te-http10": b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "h2-preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "version-12": b"GET / HTTP/1.2\r\nHost: x\r\n\r\n",
+    "garbage": b"\x00\x01\x02 hello\r\n\r\n",
+    "absolute-uri": b"GET http://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    "host-twice": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "http10": b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /metrics HTTP/1.0\r\n\r\n",
+    "big-header": b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200 + b"\r\n\r\n",
+    "long-uri": b"GET /" + b"a" * 60 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "many-headers": b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
+    "expect": b"POST /publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+    "expect-teapot": b"POST / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n",
+    "close": b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, Close\r\n\r\n",
+    "options-star": b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nHEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "publish-json": b"POST /publish?room=a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 27\r\n\r\n{\"nick\":\"ann\",\"text\":\"hi\"}\n",
+    "publish-form": b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: 26\r\n\r\nroom=a&nick=b%20c&text=hi+",
+}
+
+# (name, selector) for parse: most with default limits, the cap cases with small ones.
+PARSE = [(n, 0) for n in REQUESTS] + [
+    ("big-header", 1), ("long-uri", 2), ("many-headers", 1), ("pipeline", 2),
+    ("chunked-ext-trailer", 1), ("chunked-hex", 3), ("get", 3),
+]
+
+# (name, selector, cuts) for split: cuts is a list of cut points, or "bytes".
+SPLIT = [
+    ("pipeline", 0, [1, 30, 31, 70, 100, 150]),
+    ("pipeline", 0, "bytes"),
+    ("chunked-ext-trailer", 0, "bytes"),
+    ("chunked-ext-trailer", 1, [60, 61, 62, 75]),
+    ("headers", 0, [3, 17, 18, 19, 120]),
+    ("leading-crlf", 0, [1, 2, 3]),
+    ("big-header", 1, [10, 50, 64, 65]),
+    ("long-uri", 1, [5, 20, 40, 80]),
+    ("expect", 0, [80, 81, 83]),
+    ("http10", 0, "bytes"),
+    ("chunk-no-crlf", 0, "bytes"),
+    ("bare-lf", 0, [14, 15, 22, 23]),
+]
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    assert len(data) < 4096, name
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+def main():
+    for target in ("parse", "split"):
+        d = os.path.join(HERE, "corpus", target)
+        for f in os.listdir(d) if os.path.isdir(d) else []:
+            if f.startswith("seed-"):
+                os.remove(os.path.join(d, f))
+    for name, sel in PARSE:
+        write("parse", f"{name}-{sel}", bytes([sel]) + REQUESTS[name])
+    for name, sel, cuts in SPLIT:
+        stream = REQUESTS[name]
+        if cuts == "bytes":
+            data = bytes([sel, 0x80]) + stream
+            tag = "bytes"
+        else:
+            data = bytes([sel, len(cuts)]) + b"".join(struct.pack("<H", c) for c in cuts) + stream
+            tag = "cuts"
+        write("split", f"{name}-{sel}-{tag}", data)
+
+
+if __name__ == "__main__":
+    main()
