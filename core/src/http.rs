@@ -317,25 +317,21 @@ impl RequestReader {
         }
         let data = &self.buf[self.pos..];
         let found = find_head_end(data, searched, line_end);
+        // Which cap is passed must not depend on how the bytes arrived. Byte by byte, the request
+        // line passes its cap at byte `max_line + 1` and the head its cap at byte `max_head + 1`:
+        // when both are passed, the one passed first is reported, and a request line over its
+        // cap is refused even when the whole head arrived at once.
         let line_len = line_end.unwrap_or(data.len());
-        let end = match found {
-            Some(end) => end,
-            None => {
-                if line_len > self.limits.max_uri + REQUEST_LINE_SLACK {
-                    return Some(Err(HttpError::new(414, "request target too long")));
-                }
-                if data.len() > self.limits.max_head {
-                    return Some(Err(HttpError::new(431, "request head too large")));
-                }
-                return None;
-            }
-        };
-        if end > self.limits.max_head {
-            if line_len > self.limits.max_uri + REQUEST_LINE_SLACK {
-                return Some(Err(HttpError::new(414, "request target too long")));
-            }
+        let max_line = self.limits.max_uri + REQUEST_LINE_SLACK;
+        let line_over = line_len > max_line;
+        let head_over = found.unwrap_or(data.len()) > self.limits.max_head;
+        if line_over && (!head_over || max_line <= self.limits.max_head) {
+            return Some(Err(HttpError::new(414, "request target too long")));
+        }
+        if head_over {
             return Some(Err(HttpError::new(431, "request head too large")));
         }
+        let end = found?;
         match parse_head(&data[..end], &self.limits) {
             Err(e) => Some(Err(e)),
             Ok((request, framing)) => {

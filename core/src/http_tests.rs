@@ -332,6 +332,28 @@ fn long_uri_is_414() {
 }
 
 #[test]
+fn the_cap_reported_does_not_depend_on_arrival() {
+    // Found by the `split` fuzz target. The head cap (64) is passed before the request-line cap
+    // (16 + slack): byte by byte that is 431, so whole it must be 431 too, not 414.
+    let limits = Limits {
+        max_head: 64,
+        max_uri: 16,
+        ..Limits::default()
+    };
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100));
+    assert_eq!(err_with(long.as_bytes(), limits).status, 431);
+    // A request line over its cap inside a head under its cap: byte by byte that is 414 before
+    // the line ends, so whole it must not be parsed (here it would have been a request).
+    let limits = Limits {
+        max_head: 1000,
+        max_uri: 16,
+        ..Limits::default()
+    };
+    let long_method = format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", "X".repeat(100));
+    assert_eq!(err_with(long_method.as_bytes(), limits).status, 414);
+}
+
+#[test]
 fn declared_body_over_the_cap_is_413_before_any_body_byte() {
     let limits = Limits {
         max_body: 10,
