@@ -1,0 +1,1047 @@
+//! `parlor-load`: a load generator for any long-polling HTTP/1.1 server on loopback.
+//!
+//! One thread, one mio event loop, raw HTTP/1.1 bytes: the same client cost against every server.
+//! Modes (see `--help`): `idle`, `fanout`, `stream`, `http`. Every run is bounded by counts and
+//! timeouts, and the target must be a loopback address. One human line per result on stdout;
+//! `--json FILE` also appends one JSON object per result to FILE.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use parlor_bench::json;
+use parlor_bench::net::{Ev, Net};
+use parlor_bench::{
+    cpu_time, median, parse_loopback_url, raise_nofile_limit, rss_kib, unix_time, JsonLine, Samples,
+};
+
+const USAGE: &str = "\
+usage: parlor-load MODE --url http://127.0.0.1:PORT [options]
+
+modes:
+  idle     N held polls (GET /subscribe?room=ROOM); server RSS before/after, bytes per held poll
+  fanout   N held polls, one POST /publish per round; time to each complete delivery
+  stream   N subscribers re-polling, P publishers at full speed for T seconds; loss, order, rates
+  http     C keep-alive connections doing GET / or POST /publish for T seconds
+
+options:
+  --url URL            server base URL, loopback only (required)
+  --pid PID            server process id, for RSS and CPU time from /proc
+  --label NAME         server name written with the results (default: the URL)
+  --json FILE          append one JSON line per result to FILE
+  -n, --n N            held polls / subscribers (idle 1000, fanout 1000, stream 100; max 100000)
+  --rounds R           fanout rounds (default 5, max 100)
+  --publishers P       stream publishers (default 4, max 64)
+  --duration SECS      stream/http duration (default 10, max 300)
+  --connections C      http connections (default 50, max 10000)
+  --request get|publish  http request (default get)
+  --cursor json|plain|none  stream polling: JSON batches with since=, plain with since=, or no
+                       cursor at all (default json)
+  --room NAME          room (default bench; stream uses a fresh room per run)
+  --msg-bytes N        message size for stream/fanout (default 32)
+  --sources K          spread connections over 127.0.0.1..127.0.0.K (default 32; 0 = kernel)
+  --settle-ms MS       wait after the polls are sent before measuring/publishing
+                       (default 300 + N/20)
+  --timeout SECS       bound on connecting and on each round or drain (default 30)
+";
+
+#[derive(Clone, Debug)]
+struct Opts {
+    mode: String,
+    url: String,
+    target: SocketAddr,
+    pid: Option<u32>,
+    label: String,
+    json: Option<String>,
+    n: Option<usize>,
+    rounds: usize,
+    publishers: usize,
+    duration: Duration,
+    connections: usize,
+    request: String,
+    cursor: String,
+    room: String,
+    msg_bytes: usize,
+    sources: usize,
+    settle: Option<Duration>,
+    timeout: Duration,
+}
+
+fn parse_args() -> Result<Opts, String> {
+    let mut args = std::env::args().skip(1).peekable();
+    let mut mode = None;
+    let mut url = None;
+    let mut o = Opts {
+        mode: String::new(),
+        url: String::new(),
+        target: "127.0.0.1:0".parse().map_err(|_| "addr")?,
+        pid: None,
+        label: String::new(),
+        json: None,
+        n: None,
+        rounds: 5,
+        publishers: 4,
+        duration: Duration::from_secs(10),
+        connections: 50,
+        request: "get".into(),
+        cursor: "json".into(),
+        room: "bench".into(),
+        msg_bytes: 32,
+        sources: 32,
+        settle: None,
+        timeout: Duration::from_secs(30),
+    };
+    fn num<T>(name: &str, v: Option<String>, max: T) -> Result<T, String>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let v = v.ok_or_else(|| format!("{name} needs a value"))?;
+        let n: T = v.parse().map_err(|_| format!("{name} {v}: not a number"))?;
+        if n > max {
+            return Err(format!("{name} {v}: at most {max}"));
+        }
+        Ok(n)
+    }
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Err(String::new()),
+            "--url" => url = args.next(),
+            "--pid" => o.pid = Some(num("--pid", args.next(), u32::MAX)?),
+            "--label" => o.label = args.next().unwrap_or_default(),
+            "--json" => o.json = args.next(),
+            "-n" | "--n" => o.n = Some(num("-n", args.next(), 100_000)?),
+            "--rounds" => o.rounds = num("--rounds", args.next(), 100)?.max(1),
+            "--publishers" => o.publishers = num("--publishers", args.next(), 64)?.max(1),
+            "--duration" => {
+                o.duration =
+                    Duration::from_secs_f64(num("--duration", args.next(), 300.0f64)?.max(0.1))
+            }
+            "--connections" => o.connections = num("--connections", args.next(), 10_000)?.max(1),
+            "--request" => o.request = args.next().unwrap_or_default(),
+            "--cursor" => o.cursor = args.next().unwrap_or_default(),
+            "--room" => o.room = args.next().unwrap_or_default(),
+            "--msg-bytes" => o.msg_bytes = num("--msg-bytes", args.next(), 16_000)?,
+            "--sources" => o.sources = num("--sources", args.next(), 250)?,
+            "--settle-ms" => {
+                o.settle = Some(Duration::from_millis(num(
+                    "--settle-ms",
+                    args.next(),
+                    60_000,
+                )?))
+            }
+            "--timeout" => {
+                o.timeout =
+                    Duration::from_secs_f64(num("--timeout", args.next(), 600.0f64)?.max(1.0))
+            }
+            m if mode.is_none() && !m.starts_with('-') => mode = Some(m.to_string()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    o.mode = mode.ok_or("no mode given")?;
+    o.url = url.ok_or("--url is required")?;
+    o.target = parse_loopback_url(&o.url)?;
+    if o.label.is_empty() {
+        o.label = o.url.clone();
+    }
+    if !matches!(o.request.as_str(), "get" | "publish") {
+        return Err(format!("--request {}: get or publish", o.request));
+    }
+    if !matches!(o.cursor.as_str(), "json" | "plain" | "none") {
+        return Err(format!("--cursor {}: json, plain or none", o.cursor));
+    }
+    if o.room.is_empty()
+        || o.room.len() > 40
+        || !o
+            .room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err("--room: 1-40 characters of [A-Za-z0-9_-]".into());
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("parlor-load: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match o.mode.as_str() {
+        "idle" => idle(&o),
+        "fanout" => fanout(&o),
+        "stream" => stream(&o),
+        "http" => http(&o),
+        m => Err(format!("unknown mode {m}")),
+    };
+    match result {
+        Ok(lines) => {
+            for (human, line) in lines {
+                println!("{human}");
+                if let Some(path) = &o.json {
+                    if let Err(e) = parlor_bench::append_line(path, &line.finish()) {
+                        eprintln!("parlor-load: {path}: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("parlor-load: {}: {e}", o.mode);
+            ExitCode::from(1)
+        }
+    }
+}
+
+type Results = Result<Vec<(String, JsonLine)>, String>;
+
+fn base(o: &Opts) -> JsonLine {
+    JsonLine::new()
+        .str("mode", &o.mode)
+        .str("server", &o.label)
+        .int("time", unix_time())
+}
+
+fn host(o: &Opts) -> String {
+    o.target.to_string()
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Server CPU time used since `start`, in seconds.
+fn cpu_since(o: &Opts, start: Option<Duration>) -> Option<f64> {
+    let now = cpu_time(o.pid?)?;
+    Some(now.saturating_sub(start?).as_secs_f64())
+}
+
+fn subscribe_request(o: &Opts, room: &str, since: Option<&str>, json: bool) -> Vec<u8> {
+    let mut target = format!("/subscribe?room={room}");
+    if let Some(s) = since {
+        let _ = write!(target, "&since={s}");
+    }
+    if json {
+        target.push_str("&format=json");
+    }
+    format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", host(o)).into_bytes()
+}
+
+fn publish_request(o: &Opts, room: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST /publish?room={room} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        host(o),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Opens `n` connections (tags 0..n) and sends `request` on each once connected, at most
+/// `inflight` not yet written at a time. Returns which tags got their request written;
+/// responses arriving meanwhile are handed to `on_event`.
+fn open_and_send(
+    net: &mut Net,
+    n: usize,
+    request: &[u8],
+    deadline: Instant,
+    ids: &mut [Option<usize>],
+    mut on_event: impl FnMut(&Ev),
+) -> Result<(Vec<bool>, usize), String> {
+    // Below the 128-entry accept queue many listeners get by default (mio's and std's bind),
+    // so that no SYN is dropped and retried a second later.
+    let inflight_max = 100;
+    let mut written = vec![false; n];
+    let mut next = 0;
+    let mut pending = 0usize;
+    let mut done = 0usize;
+    let mut failed = 0usize;
+    let mut evs = Vec::new();
+    let mut first_error: Option<String> = None;
+    while done + failed < n {
+        while next < n && pending < inflight_max {
+            match net.connect(next) {
+                Ok(id) => {
+                    ids[next] = Some(id);
+                    net.send(id, request, &mut evs);
+                    pending += 1;
+                }
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| format!("connect: {e}"));
+                }
+            }
+            next += 1;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "timed out opening connections: {done} written, {failed} failed of {n}{}",
+                first_error
+                    .map(|e| format!(" (first error: {e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        net.turn(Duration::from_millis(50), &mut evs);
+        for ev in evs.drain(..) {
+            match &ev {
+                Ev::Written(t) if *t < n && !written[*t] => {
+                    written[*t] = true;
+                    done += 1;
+                    pending -= 1;
+                }
+                Ev::Closed(t, why) if *t < n => {
+                    ids[*t] = None;
+                    if !written[*t] {
+                        failed += 1;
+                        pending -= 1;
+                        first_error.get_or_insert_with(|| why.clone());
+                    }
+                }
+                _ => {}
+            }
+            on_event(&ev);
+        }
+    }
+    if let Some(e) = first_error {
+        eprintln!("parlor-load: {failed} of {n} connections failed; first error: {e}");
+    }
+    Ok((written, failed))
+}
+
+/// Keeps the event loop running for `d`, handing events to `on_event`.
+fn run_for(net: &mut Net, d: Duration, mut on_event: impl FnMut(&Ev)) {
+    let end = Instant::now() + d;
+    let mut evs = Vec::new();
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        net.turn((end - now).min(Duration::from_millis(50)), &mut evs);
+        for ev in evs.drain(..) {
+            on_event(&ev);
+        }
+    }
+}
+
+fn default_settle(o: &Opts, n: usize) -> Duration {
+    o.settle
+        .unwrap_or(Duration::from_millis(300 + n as u64 / 20))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn idle(o: &Opts) -> Results {
+    let n = o.n.unwrap_or(1000);
+    let limit = raise_nofile_limit();
+    if n as u64 + 32 > limit {
+        return Err(format!(
+            "-n {n} needs more file descriptors than the limit {limit} allows"
+        ));
+    }
+    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let rss0 = o.pid.and_then(rss_kib);
+    let cpu0 = o.pid.and_then(cpu_time);
+    let start = Instant::now();
+    let req = subscribe_request(o, &o.room, None, false);
+    let mut ids = vec![None; n];
+    let mut answered = vec![false; n];
+    let mut closed = vec![false; n];
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    let mut count = |ev: &Ev| match ev {
+        Ev::Response(t, r, _) => {
+            answered[*t] = true;
+            *statuses.entry(r.status).or_default() += 1;
+        }
+        Ev::Closed(t, _) => closed[*t] = true,
+        _ => {}
+    };
+    let (written, failed) =
+        open_and_send(&mut net, n, &req, start + o.timeout, &mut ids, &mut count)?;
+    let open_time = start.elapsed();
+    // Let the server take in the last requests, then wait for its RSS to stop moving.
+    run_for(&mut net, default_settle(o, n), &mut count);
+    let mut rss1 = o.pid.and_then(rss_kib);
+    if let Some(pid) = o.pid {
+        let mut stable = 0;
+        for _ in 0..50 {
+            run_for(&mut net, Duration::from_millis(100), &mut count);
+            let r = rss_kib(pid);
+            if r == rss1 {
+                stable += 1;
+                if stable >= 3 {
+                    break;
+                }
+            } else {
+                stable = 0;
+                rss1 = r;
+            }
+        }
+    }
+    let cpu = cpu_since(o, cpu0);
+    let answered_n = answered.iter().filter(|a| **a).count();
+    let closed_by_server = (0..n).filter(|&t| written[t] && closed[t]).count();
+    let held = (0..n)
+        .filter(|&t| written[t] && !closed[t] && !answered[t])
+        .count();
+    net.close_all();
+    run_for(&mut net, Duration::from_millis(1000), |_| {});
+    let rss2 = o.pid.and_then(rss_kib);
+    let per_poll = match (rss0, rss1) {
+        (Some(a), Some(b)) if held > 0 => Some((b.saturating_sub(a) * 1024) as f64 / held as f64),
+        _ => None,
+    };
+    let mut status_text = String::new();
+    let mut sv: Vec<_> = statuses.iter().collect();
+    sv.sort();
+    for (s, c) in sv {
+        let _ = write!(status_text, " {s}x{c}");
+    }
+    let human = format!(
+        "idle    {:<16} n={n}: held {held}, {} B per held poll (RSS {} -> {} KiB, {} KiB after close), opened in {:.2} s, failed {failed}, answered early {answered_n}{}, closed by server {closed_by_server}",
+        o.label,
+        per_poll.map(|b| format!("{b:.0}")).unwrap_or("?".into()),
+        rss0.map(|v| v.to_string()).unwrap_or("?".into()),
+        rss1.map(|v| v.to_string()).unwrap_or("?".into()),
+        rss2.map(|v| v.to_string()).unwrap_or("?".into()),
+        open_time.as_secs_f64(),
+        status_text,
+    );
+    let line = base(o)
+        .int("n", n as u64)
+        .int("held", held as u64)
+        .int("failed", failed as u64)
+        .int("answered", answered_n as u64)
+        .int("closed_by_server", closed_by_server as u64)
+        .opt_int("rss_before_kib", rss0)
+        .opt_int("rss_held_kib", rss1)
+        .opt_int("rss_after_close_kib", rss2)
+        .num("bytes_per_poll", per_poll.unwrap_or(f64::NAN))
+        .num("open_s", open_time.as_secs_f64())
+        .num("server_cpu_s", cpu.unwrap_or(f64::NAN));
+    Ok(vec![(human, line)])
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn fanout(o: &Opts) -> Results {
+    let n = o.n.unwrap_or(1000);
+    let limit = raise_nofile_limit();
+    if n as u64 + 32 > limit {
+        return Err(format!(
+            "-n {n} needs more file descriptors than the limit {limit} allows"
+        ));
+    }
+    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let cpu0 = o.pid.and_then(cpu_time);
+    let req = subscribe_request(o, &o.room, None, false);
+    let mut ids: Vec<Option<usize>> = vec![None; n + 1];
+    // Tag n is the publisher.
+    let (written, _) = open_and_send(
+        &mut net,
+        n,
+        &req,
+        Instant::now() + o.timeout,
+        &mut ids[..n],
+        |_| {},
+    )?;
+    let mut evs = Vec::new();
+    let pub_id = net.connect(n).map_err(|e| format!("publisher: {e}"))?;
+    ids[n] = Some(pub_id);
+    let mut all = Samples::new();
+    let mut lasts = Vec::new();
+    let mut p50s = Vec::new();
+    let mut p99s = Vec::new();
+    let mut lost_total = 0usize;
+    let mut errors = 0usize;
+    let mut early = 0usize;
+    let mut waiting: Vec<bool> = written.clone();
+    let body_pad = "x".repeat(o.msg_bytes.saturating_sub(16));
+    for round in 0..o.rounds {
+        // Every subscriber that is not waiting (answered last round, or failed) polls again.
+        let mut to_send = Vec::new();
+        for t in 0..n {
+            if !waiting[t] {
+                if ids[t].is_none() {
+                    match net.connect(t) {
+                        Ok(id) => ids[t] = Some(id),
+                        Err(_) => continue,
+                    }
+                }
+                to_send.push(t);
+            }
+        }
+        for t in to_send {
+            if let Some(id) = ids[t] {
+                if net.send(id, &req, &mut evs) {
+                    waiting[t] = true;
+                }
+            }
+        }
+        if ids[n].is_none() {
+            ids[n] = Some(net.connect(n).map_err(|e| format!("publisher: {e}"))?);
+        }
+        // Let every poll reach the server and be held.
+        run_for(&mut net, default_settle(o, n), |ev| match ev {
+            Ev::Response(t, _, _) if *t < n => {
+                early += 1;
+                waiting[*t] = false;
+            }
+            Ev::Closed(t, _) => {
+                ids[*t] = None;
+                if *t < n {
+                    waiting[*t] = false;
+                }
+            }
+            _ => {}
+        });
+        for ev in evs.drain(..) {
+            if let Ev::Closed(t, _) = ev {
+                ids[t] = None;
+                if t < n {
+                    waiting[t] = false;
+                }
+            }
+        }
+        let expected = waiting.iter().filter(|w| **w).count();
+        let body = format!("fanout {round:04} {body_pad}");
+        let publish = publish_request(o, &o.room, &body);
+        let t0 = Instant::now();
+        let Some(pid) = ids[n] else {
+            return Err("publisher connection lost".into());
+        };
+        net.send(pid, &publish, &mut evs);
+        let mut got = 0usize;
+        let mut round_samples = Samples::new();
+        let mut last = Duration::ZERO;
+        let mut publish_ok = false;
+        let deadline = t0 + o.timeout;
+        while (got < expected || !publish_ok) && Instant::now() < deadline {
+            net.turn(Duration::from_millis(50), &mut evs);
+            for ev in evs.drain(..) {
+                match ev {
+                    Ev::Response(t, r, at) if t < n && waiting[t] => {
+                        waiting[t] = false;
+                        if r.status == 200 && r.body == body.as_bytes() {
+                            let d = at.duration_since(t0);
+                            round_samples.push(d);
+                            all.push(d);
+                            last = last.max(d);
+                            got += 1;
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    // A second response on a subscriber connection: not this round's delivery.
+                    Ev::Response(t, _, _) if t < n => errors += 1,
+                    Ev::Response(_, r, _) => {
+                        publish_ok = true;
+                        if r.status != 200 {
+                            return Err(format!("publish answered {}", r.status));
+                        }
+                    }
+                    Ev::Closed(t, why) => {
+                        ids[t] = None;
+                        if t == n {
+                            return Err(format!("publisher connection closed: {why}"));
+                        }
+                        waiting[t] = false;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let lost = expected.saturating_sub(got);
+        lost_total += lost;
+        lasts.push(last.as_micros() as f64);
+        p50s.push(round_samples.quantile_us(0.5) as f64);
+        p99s.push(round_samples.quantile_us(0.99) as f64);
+        // Anything still waiting is lost for this round; it keeps its poll open for the next.
+    }
+    let cpu = cpu_since(o, cpu0);
+    net.close_all();
+    let last_min = lasts.iter().cloned().fold(f64::INFINITY, f64::min);
+    let last_max = lasts.iter().cloned().fold(0.0, f64::max);
+    let last_med = median(&mut lasts);
+    let p50 = median(&mut p50s);
+    let p99 = median(&mut p99s);
+    let human = format!(
+        "fanout  {:<16} n={n} rounds={}: last {:.2} ms (min {:.2}, max {:.2}), p50 {:.2} ms, p99 {:.2} ms, lost {lost_total}, errors {errors}, answered before publish {early}",
+        o.label,
+        o.rounds,
+        last_med / 1000.0,
+        last_min / 1000.0,
+        last_max / 1000.0,
+        p50 / 1000.0,
+        p99 / 1000.0,
+    );
+    let line = base(o)
+        .int("n", n as u64)
+        .int("rounds", o.rounds as u64)
+        .num("last_us", last_med)
+        .num("last_min_us", last_min)
+        .num("last_max_us", last_max)
+        .num("p50_us", p50)
+        .num("p99_us", p99)
+        .num("all_p99_us", all.quantile_us(0.99) as f64)
+        .int("lost", lost_total as u64)
+        .int("errors", errors as u64)
+        .int("early", early as u64)
+        .num("server_cpu_s", cpu.unwrap_or(f64::NAN));
+    Ok(vec![(human, line)])
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// What one subscriber saw of one publisher's sequence numbers.
+#[derive(Default, Clone)]
+struct Seen {
+    bits: Vec<u64>,
+    max: u64,
+}
+
+impl Seen {
+    /// Records `seq`; returns (duplicate, out of order).
+    fn record(&mut self, seq: u64) -> (bool, bool) {
+        let (w, b) = ((seq / 64) as usize, seq % 64);
+        if self.bits.len() <= w {
+            self.bits.resize(w + 1, 0);
+        }
+        if self.bits[w] & (1 << b) != 0 {
+            return (true, false);
+        }
+        self.bits[w] |= 1 << b;
+        let ooo = seq < self.max;
+        self.max = self.max.max(seq);
+        (false, ooo)
+    }
+    fn has(&self, seq: u64) -> bool {
+        self.bits
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
+}
+
+#[derive(Clone, Default)]
+struct Sub {
+    cursor: String,
+    seen: Vec<Seen>,
+    delivered: u64,
+    delivered_in_window: u64,
+    dup: u64,
+    ooo: u64,
+    gap_reported: u64,
+    bad: u64,
+}
+
+fn parse_text(text: &str) -> Option<(usize, u64)> {
+    let mut it = text.split(' ');
+    let p = it.next()?.strip_prefix('p')?.parse().ok()?;
+    let s = it.next()?.parse().ok()?;
+    Some((p, s))
+}
+
+fn stream(o: &Opts) -> Results {
+    let n = o.n.unwrap_or(100);
+    let p = o.publishers;
+    raise_nofile_limit();
+    let room = format!(
+        "{}-{}-{}",
+        o.room,
+        std::process::id(),
+        unix_time() % 1_000_000
+    );
+    let mode = o.cursor.as_str();
+    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let poll = |cursor: &str| -> Vec<u8> {
+        match mode {
+            "json" => subscribe_request(o, &room, Some(cursor), true),
+            "plain" => subscribe_request(o, &room, Some(cursor), false),
+            _ => subscribe_request(o, &room, None, false),
+        }
+    };
+    let mut subs = vec![
+        Sub {
+            cursor: "0".into(),
+            seen: vec![Seen::default(); p],
+            ..Sub::default()
+        };
+        n
+    ];
+    let mut ids: Vec<Option<usize>> = vec![None; n + p];
+    let first = poll("0");
+    let mut early: Vec<(usize, parlor_bench::Response)> = Vec::new();
+    open_and_send(
+        &mut net,
+        n,
+        &first,
+        Instant::now() + o.timeout,
+        &mut ids[..n],
+        |ev| {
+            if let Ev::Response(t, r, _) = ev {
+                early.push((*t, r.clone()));
+            }
+        },
+    )?;
+    run_for(&mut net, default_settle(o, n), |ev| {
+        if let Ev::Response(t, r, _) = ev {
+            early.push((*t, r.clone()));
+        }
+    });
+    let mut evs = Vec::new();
+    for i in 0..p {
+        ids[n + i] = Some(net.connect(n + i).map_err(|e| format!("publisher: {e}"))?);
+    }
+    let pad = "x".repeat(o.msg_bytes.saturating_sub(16));
+    let body_of = |i: usize, seq: u64| format!("p{i} {seq:08} {pad}");
+    let mut next_seq = vec![1u64; p];
+    let mut acked = vec![0u64; p];
+    let mut publish_errors = 0u64;
+    let mut publish_statuses: HashMap<u16, u64> = HashMap::new();
+    let mut sub_errors = 0u64;
+    let mut reconnects = 0u64;
+    let mut polls = 0u64;
+    let cpu0 = o.pid.and_then(cpu_time);
+    let start = Instant::now();
+    let end = start + o.duration;
+    for i in 0..p {
+        let req = publish_request(o, &room, &body_of(i, 1));
+        if let Some(id) = ids[n + i] {
+            net.send(id, &req, &mut evs);
+        }
+    }
+    // Responses that arrived before publishing began (204s, or a server answering at once).
+    let mut pending: Vec<(usize, parlor_bench::Response)> = early;
+    let mut drain_end: Option<Instant> = None;
+    let mut last_delivery = start;
+    loop {
+        let now = Instant::now();
+        if now >= end && drain_end.is_none() {
+            drain_end = Some(now + o.timeout.min(Duration::from_secs(3)));
+        }
+        if let Some(de) = drain_end {
+            if now >= de {
+                break;
+            }
+            // Done early when every subscriber has every acknowledged message.
+            if mode != "none"
+                && subs
+                    .iter()
+                    .all(|s| (0..p).all(|i| acked[i] == 0 || (s.seen[i].max >= acked[i])))
+            {
+                break;
+            }
+            if mode == "none"
+                && now.duration_since(last_delivery.max(end)) > Duration::from_millis(500)
+            {
+                break;
+            }
+        }
+        net.turn(Duration::from_millis(20), &mut evs);
+        let mut resend: Vec<usize> = Vec::new();
+        for ev in evs.drain(..) {
+            match ev {
+                Ev::Response(t, r, _) if t < n => pending.push((t, r)),
+                Ev::Response(t, r, _) => {
+                    let i = t - n;
+                    *publish_statuses.entry(r.status).or_default() += 1;
+                    if r.status == 200 {
+                        acked[i] = next_seq[i];
+                        next_seq[i] += 1;
+                    } else {
+                        publish_errors += 1;
+                        if publish_errors > 100_000 {
+                            return Err("too many publish errors".into());
+                        }
+                    }
+                    if Instant::now() < end {
+                        resend.push(t);
+                    }
+                }
+                Ev::Closed(t, why) => {
+                    ids[t] = None;
+                    reconnects += 1;
+                    if reconnects > 10_000 {
+                        return Err(format!("too many closed connections (last: {why})"));
+                    }
+                    if let Ok(id) = net.connect(t) {
+                        ids[t] = Some(id);
+                        if t < n || Instant::now() < end {
+                            resend.push(t);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        for (t, r) in pending.drain(..) {
+            let s = &mut subs[t];
+            polls += 1;
+            match r.status {
+                200 => {
+                    let mut texts: Vec<String> = Vec::new();
+                    if mode == "json" {
+                        match json::parse(&r.body) {
+                            Ok(v) => {
+                                if let Some(msgs) = v.get("messages").and_then(|m| m.as_array()) {
+                                    for m in msgs {
+                                        if let Some(t) = m.get("text").and_then(|t| t.as_str()) {
+                                            texts.push(t.to_string());
+                                        }
+                                    }
+                                }
+                                if let Some(next) = v.get("next").and_then(|c| c.as_str()) {
+                                    s.cursor = next.to_string();
+                                }
+                                if let Some(g) = v.get("gap").and_then(|g| g.as_f64()) {
+                                    s.gap_reported += g as u64;
+                                }
+                            }
+                            Err(_) => s.bad += 1,
+                        }
+                    } else {
+                        texts.push(String::from_utf8_lossy(&r.body).into_owned());
+                        if let Some(c) = r.cursor {
+                            s.cursor = c;
+                        }
+                        s.gap_reported += r.gap.unwrap_or(0);
+                    }
+                    for text in texts {
+                        match parse_text(&text) {
+                            Some((pi, seq)) if pi < p => {
+                                let (dup, ooo) = s.seen[pi].record(seq);
+                                s.delivered += 1;
+                                if now <= end {
+                                    s.delivered_in_window += 1;
+                                }
+                                s.dup += dup as u64;
+                                s.ooo += ooo as u64;
+                                last_delivery = now;
+                            }
+                            _ => s.bad += 1,
+                        }
+                    }
+                }
+                204 => {
+                    if let Some(c) = r.cursor {
+                        s.cursor = c;
+                    }
+                }
+                _ => {
+                    sub_errors += 1;
+                    if sub_errors > 100_000 {
+                        return Err(format!(
+                            "too many subscriber errors (last status {})",
+                            r.status
+                        ));
+                    }
+                }
+            }
+            resend.push(t);
+        }
+        for t in resend {
+            let Some(id) = ids[t] else { continue };
+            if t < n {
+                let req = poll(&subs[t].cursor);
+                net.send(id, &req, &mut evs);
+            } else {
+                let i = t - n;
+                let req = publish_request(o, &room, &body_of(i, next_seq[i]));
+                net.send(id, &req, &mut evs);
+            }
+        }
+    }
+    let window = o.duration.as_secs_f64();
+    let cpu = cpu_since(o, cpu0);
+    net.close_all();
+    let published: u64 = acked.iter().sum();
+    let mut missed_total = 0u64;
+    let mut missed_max = 0u64;
+    let mut subs_missing = 0u64;
+    let (mut dup, mut ooo, mut delivered, mut in_window, mut bad, mut gap_rep) = (0, 0, 0, 0, 0, 0);
+    for s in &subs {
+        let mut missed = 0;
+        for (i, &a) in acked.iter().enumerate() {
+            missed += (1..=a).filter(|&q| !s.seen[i].has(q)).count() as u64;
+        }
+        missed_total += missed;
+        missed_max = missed_max.max(missed);
+        subs_missing += (missed > 0) as u64;
+        dup += s.dup;
+        ooo += s.ooo;
+        delivered += s.delivered;
+        in_window += s.delivered_in_window;
+        bad += s.bad;
+        gap_rep += s.gap_reported;
+    }
+    let expected = published * n as u64;
+    let human = format!(
+        "stream  {:<16} n={n} p={p} {}s cursor={mode}: {:.0} publishes/s, {:.0} deliveries/s, missed {missed_total} of {expected} ({:.2}%, {subs_missing} subscribers, max {missed_max}), duplicated {dup}, out of order {ooo}, polls {polls}, publish errors {publish_errors}, poll errors {sub_errors}, unparsable {bad}",
+        o.label,
+        window,
+        published as f64 / window,
+        in_window as f64 / window,
+        if expected > 0 { missed_total as f64 * 100.0 / expected as f64 } else { 0.0 },
+    );
+    let line = base(o)
+        .int("n", n as u64)
+        .int("publishers", p as u64)
+        .num("duration_s", window)
+        .str("cursor", mode)
+        .int("published", published)
+        .num("publishes_per_s", published as f64 / window)
+        .num("deliveries_per_s", in_window as f64 / window)
+        .int("delivered", delivered)
+        .int("expected", expected)
+        .int("missed", missed_total)
+        .int("missed_max_per_sub", missed_max)
+        .int("subs_missing", subs_missing)
+        .int("duplicated", dup)
+        .int("out_of_order", ooo)
+        .int("gap_reported", gap_rep)
+        .int("polls", polls)
+        .int("publish_errors", publish_errors)
+        .int("poll_errors", sub_errors)
+        .int("unparsable", bad)
+        .num("server_cpu_s", cpu.unwrap_or(f64::NAN));
+    Ok(vec![(human, line)])
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn http(o: &Opts) -> Results {
+    let c = o.connections;
+    raise_nofile_limit();
+    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let req = if o.request == "get" {
+        format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", host(o)).into_bytes()
+    } else {
+        publish_request(o, &format!("{}-http", o.room), "hello from parlor-load")
+    };
+    let mut ids: Vec<Option<usize>> = vec![None; c];
+    let mut sent_at = vec![Instant::now(); c];
+    let mut evs = Vec::new();
+    // Connect everything first, then start all request loops together.
+    let deadline = Instant::now() + o.timeout;
+    let mut connected = 0;
+    for (t, slot) in ids.iter_mut().enumerate() {
+        *slot = Some(net.connect(t).map_err(|e| format!("connect: {e}"))?);
+    }
+    while connected < c {
+        if Instant::now() > deadline {
+            return Err(format!("only {connected} of {c} connections opened"));
+        }
+        net.turn(Duration::from_millis(50), &mut evs);
+        for ev in evs.drain(..) {
+            match ev {
+                Ev::Connected(_) => connected += 1,
+                Ev::Closed(_, why) => return Err(format!("connect: {why}")),
+                _ => {}
+            }
+        }
+    }
+    let cpu0 = o.pid.and_then(cpu_time);
+    let start = Instant::now();
+    let end = start + o.duration;
+    for t in 0..c {
+        sent_at[t] = Instant::now();
+        if let Some(id) = ids[t] {
+            net.send(id, &req, &mut evs);
+        }
+    }
+    let mut lat = Samples::new();
+    let mut ok = 0u64;
+    let mut non2xx = 0u64;
+    let mut closed = 0u64;
+    let mut statuses: HashMap<u16, u64> = HashMap::new();
+    let mut active = c;
+    while active > 0 {
+        let now = Instant::now();
+        if now > end + o.timeout {
+            break;
+        }
+        net.turn(Duration::from_millis(20), &mut evs);
+        let mut again = Vec::new();
+        for ev in evs.drain(..) {
+            match ev {
+                Ev::Response(t, r, at) => {
+                    if at <= end {
+                        lat.push(at.duration_since(sent_at[t]));
+                        *statuses.entry(r.status).or_default() += 1;
+                        if (200..300).contains(&r.status) {
+                            ok += 1;
+                        } else {
+                            non2xx += 1;
+                        }
+                    }
+                    if at < end {
+                        again.push(t);
+                    } else {
+                        active -= 1;
+                    }
+                }
+                Ev::Closed(t, _) => {
+                    closed += 1;
+                    if closed > 100_000 {
+                        return Err("too many closed connections".into());
+                    }
+                    ids[t] = None;
+                    if Instant::now() < end {
+                        if let Ok(id) = net.connect(t) {
+                            ids[t] = Some(id);
+                            again.push(t);
+                        } else {
+                            active -= 1;
+                        }
+                    } else {
+                        active -= 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for t in again {
+            if let Some(id) = ids[t] {
+                sent_at[t] = Instant::now();
+                net.send(id, &req, &mut evs);
+            }
+        }
+    }
+    let elapsed = o.duration.as_secs_f64();
+    let cpu = cpu_since(o, cpu0);
+    net.close_all();
+    let rps = ok as f64 / elapsed;
+    let what = if o.request == "get" {
+        "GET /"
+    } else {
+        "POST /publish"
+    };
+    let human = format!(
+        "http    {:<16} {what} c={c} {}s: {rps:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms, non-2xx {non2xx}, reconnects {closed}",
+        o.label,
+        elapsed,
+        ms(lat.quantile_us(0.5)),
+        ms(lat.quantile_us(0.99)),
+    );
+    let line = base(o)
+        .str("request", &o.request)
+        .int("connections", c as u64)
+        .num("duration_s", elapsed)
+        .num("requests_per_s", rps)
+        .int("ok", ok)
+        .int("non_2xx", non2xx)
+        .int("reconnects", closed)
+        .int("p50_us", lat.quantile_us(0.5))
+        .int("p99_us", lat.quantile_us(0.99))
+        .num("server_cpu_s", cpu.unwrap_or(f64::NAN));
+    Ok(vec![(human, line)])
+}

@@ -1,0 +1,277 @@
+//! A single-threaded mio HTTP/1.1 client pool for the load generator: non-blocking connects
+//! bound to chosen loopback source addresses, raw request bytes out, parsed responses in.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Socket, Type};
+
+use crate::{parse_response, Response};
+
+/// What happened on a connection, with the caller's tag for it.
+#[derive(Debug)]
+pub enum Ev {
+    /// The TCP connection is established.
+    Connected(usize),
+    /// Everything sent so far has been written to the socket.
+    Written(usize),
+    /// A complete response, with the time it was parsed.
+    Response(usize, Response, Instant),
+    /// The connection is gone (the pool already forgot it).
+    Closed(usize, String),
+}
+
+struct Client {
+    tag: usize,
+    stream: TcpStream,
+    connecting: bool,
+    out: Vec<u8>,
+    out_off: usize,
+    inbuf: Vec<u8>,
+}
+
+/// The pool. Connection ids are its own; events report the caller's tags.
+pub struct Net {
+    poll: Poll,
+    events: Events,
+    conns: Vec<Option<Client>>,
+    free: Vec<usize>,
+    freed_this_turn: Vec<usize>,
+    target: SocketAddr,
+    sources: Vec<IpAddr>,
+    next_source: usize,
+    readbuf: Box<[u8]>,
+    open: usize,
+}
+
+impl Net {
+    /// A pool aimed at `target`, spreading connections over `sources` loopback addresses
+    /// (127.0.0.1, 127.0.0.2, ...) when the target is IPv4; 0 lets the kernel choose.
+    pub fn new(target: SocketAddr, sources: usize) -> io::Result<Net> {
+        let sources = match target {
+            SocketAddr::V4(_) if sources > 0 => (0..sources.min(250))
+                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Net {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            conns: Vec::new(),
+            free: Vec::new(),
+            freed_this_turn: Vec::new(),
+            target,
+            sources,
+            next_source: 0,
+            readbuf: vec![0u8; 256 * 1024].into_boxed_slice(),
+            open: 0,
+        })
+    }
+
+    /// Open connections (connecting or established).
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// Starts a non-blocking connect; `Connected(tag)` or `Closed(tag, ..)` follows.
+    pub fn connect(&mut self, tag: usize) -> io::Result<usize> {
+        let domain = if self.target.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let socket = Socket::new(domain, Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        if !self.sources.is_empty() {
+            let src = self.sources[self.next_source % self.sources.len()];
+            self.next_source += 1;
+            socket.bind(&SocketAddr::new(src, 0).into())?;
+        }
+        match socket.connect(&self.target.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let std_stream: std::net::TcpStream = socket.into();
+        let mut stream = TcpStream::from_std(std_stream);
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        self.poll.registry().register(
+            &mut stream,
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.conns[id] = Some(Client {
+            tag,
+            stream,
+            connecting: true,
+            out: Vec::new(),
+            out_off: 0,
+            inbuf: Vec::new(),
+        });
+        self.open += 1;
+        Ok(id)
+    }
+
+    /// Queues bytes on a connection and writes what the socket takes now. Returns false when
+    /// the connection is unknown (closed).
+    pub fn send(&mut self, id: usize, data: &[u8], evs: &mut Vec<Ev>) -> bool {
+        let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+            return false;
+        };
+        c.out.extend_from_slice(data);
+        if !c.connecting {
+            self.flush(id, evs);
+        }
+        true
+    }
+
+    /// Closes a connection without an event.
+    pub fn close(&mut self, id: usize) {
+        if let Some(mut c) = self.conns.get_mut(id).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.freed_this_turn.push(id);
+            self.open -= 1;
+        }
+    }
+
+    /// Closes everything.
+    pub fn close_all(&mut self) {
+        for id in 0..self.conns.len() {
+            self.close(id);
+        }
+        self.free.append(&mut self.freed_this_turn);
+    }
+
+    fn fail(&mut self, id: usize, why: String, evs: &mut Vec<Ev>) {
+        if let Some(c) = self.conns.get(id).and_then(Option::as_ref) {
+            evs.push(Ev::Closed(c.tag, why));
+            self.close(id);
+        }
+    }
+
+    fn flush(&mut self, id: usize, evs: &mut Vec<Ev>) {
+        let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.out_off == c.out.len() {
+            return;
+        }
+        while c.out_off < c.out.len() {
+            match c.stream.write(&c.out[c.out_off..]) {
+                Ok(0) => return self.fail(id, "write returned 0".into(), evs),
+                Ok(n) => c.out_off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.fail(id, format!("write: {e}"), evs),
+            }
+        }
+        c.out.clear();
+        c.out_off = 0;
+        evs.push(Ev::Written(c.tag));
+    }
+
+    fn read(&mut self, id: usize, evs: &mut Vec<Ev>) {
+        loop {
+            let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+                return;
+            };
+            match c.stream.read(&mut self.readbuf) {
+                Ok(0) => {
+                    let why = if c.inbuf.is_empty() {
+                        "closed by server".to_string()
+                    } else {
+                        "closed by server mid-response".to_string()
+                    };
+                    return self.fail(id, why, evs);
+                }
+                Ok(n) => {
+                    c.inbuf.extend_from_slice(&self.readbuf[..n]);
+                    let mut used = 0;
+                    let mut close = false;
+                    loop {
+                        match parse_response(&c.inbuf[used..], false) {
+                            Ok(Some((resp, n))) => {
+                                used += n;
+                                close |= resp.close;
+                                evs.push(Ev::Response(c.tag, resp, Instant::now()));
+                                if close {
+                                    break;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                return self.fail(id, format!("bad response: {e:?}"), evs);
+                            }
+                        }
+                    }
+                    c.inbuf.drain(..used);
+                    if close {
+                        return self.fail(id, "server closed after response".into(), evs);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.fail(id, format!("read: {e}"), evs),
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for readiness and handles it, appending events.
+    pub fn turn(&mut self, timeout: Duration, evs: &mut Vec<Ev>) {
+        self.free.append(&mut self.freed_this_turn);
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                eprintln!("parlor-load: poll: {e}");
+            }
+            return;
+        }
+        let ready: Vec<(usize, bool, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_writable(),
+                    e.is_readable() || e.is_read_closed(),
+                    e.is_error(),
+                )
+            })
+            .collect();
+        for (id, writable, readable, error) in ready {
+            let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+                continue;
+            };
+            if c.connecting {
+                if let Ok(Some(e)) | Err(e) = c.stream.take_error() {
+                    self.fail(id, format!("connect: {e}"), evs);
+                    continue;
+                }
+                match c.stream.peer_addr() {
+                    Ok(_) => {
+                        c.connecting = false;
+                        evs.push(Ev::Connected(c.tag));
+                        self.flush(id, evs);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected && !error => continue,
+                    Err(e) => {
+                        self.fail(id, format!("connect: {e}"), evs);
+                        continue;
+                    }
+                }
+            } else if writable {
+                self.flush(id, evs);
+            }
+            if readable || error {
+                self.read(id, evs);
+            }
+        }
+    }
+}
