@@ -1,0 +1,754 @@
+//! # parlor-mio
+//!
+//! Parlor's first server: one thread, one [`mio::Poll`], and [`parlor_core::Server`] doing all
+//! the thinking. This crate only moves bytes and time: it owns the sockets, one reused read
+//! buffer, a write queue of [`Bytes`] per connection, the clock and the signals.
+//!
+//! ## The loop ([`EventLoop::run`])
+//! 1. Wait in `Poll::poll` until I/O readiness, the core's next deadline
+//!    ([`Server::poll_timeout`]), the end of an accept pause, or the end of the shutdown grace.
+//! 2. For each event: write what is queued (writable), read until `WouldBlock` (readable),
+//!    accept until `WouldBlock` (listener). Readiness is edge-triggered and may be spurious, so
+//!    every read and write simply runs until the socket says `WouldBlock`.
+//! 3. After **every** input to the core, drain [`Server::poll_output`] and carry each output
+//!    out: queue bytes (written with one vectored write per burst), close after flushing, close
+//!    now, pause or resume reading. Then flush the connections that got bytes and tell the core
+//!    what reached the socket ([`Server::handle_flushed`]), which is how it enforces the cap on
+//!    unsent bytes of a client that stopped reading.
+//! 4. Call [`Server::handle_timeout`] once its deadline has passed.
+//!
+//! Work per wake-up is bounded: a connection gets at most [`READS_PER_WAKE`] reads of 64 KiB and
+//! the listener at most [`ACCEPTS_PER_WAKE`] accepts before the others get their turn; whatever
+//! is left is resumed on the next turn (with a zero poll timeout), because edge-triggered
+//! readiness will not be reported again.
+//!
+//! A connection that the core closes (`Output::Close`) is flushed, then its sending side is shut
+//! down and what the peer still sends is read and discarded until it closes too (so the kernel
+//! does not answer unread bytes with a reset that could destroy the response in flight). The
+//! core's closing deadline turns a peer that never closes into an `Output::Abort`.
+//!
+//! Accept errors never stop the loop: running out of file descriptors or memory (`EMFILE`,
+//! `ENFILE`, `ENOBUFS`, `ENOMEM`, or anything unexpected) pauses accepting for
+//! [`ACCEPT_PAUSE`] while existing connections keep being served.
+//!
+//! ## Use
+//! The binary is `parlor-mio` ([`main_entry`]). Tests and embedders start the same loop in a
+//! thread with [`Runner::start`] (port 0 is fine; [`Runner::local_addr`] has the real one) and
+//! stop it with [`Runner::shutdown`], which performs the same graceful shutdown as SIGTERM.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes};
+use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use parlor_core::config::{parse_args, startup_line, Cli, CliOutcome};
+use parlor_core::{ConnId, Output, Server};
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// Size of the one read buffer the whole loop shares.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Reads one connection may do per wake-up before the others get their turn.
+pub const READS_PER_WAKE: usize = 4;
+/// Connections accepted per wake-up before the existing ones get their turn.
+pub const ACCEPTS_PER_WAKE: usize = 256;
+/// How long accepting pauses after an accept error such as `EMFILE`.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// File descriptors kept in reserve below the open-file limit when deriving the default
+/// connection cap (the listener, the poll, the signal pipe, stdio, and some slack).
+pub const FD_RESERVE: u64 = 64;
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+/// Listen backlog: bursts of thousands of connections (a page of subscribers reconnecting) must
+/// not overflow the queue; the kernel clamps it to `net.core.somaxconn`.
+const BACKLOG: i32 = 4096;
+
+/// One socket and what is queued for it.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes not yet written, oldest first; the front one may be partly written already.
+    queue: VecDeque<Bytes>,
+    /// Whether the registration currently includes `WRITABLE` (only while `queue` is not empty).
+    writable_interest: bool,
+    /// The core asked to stop reading (`PauseRead`).
+    paused: bool,
+    /// A read returned 0: the peer will send nothing more.
+    eof: bool,
+    /// The core said `Close`: close once `queue` is written.
+    closing: bool,
+    /// `queue` was written after `Close`, and our sending side is shut down: reading only to see
+    /// the peer close.
+    write_shut: bool,
+}
+
+/// Stops a running [`EventLoop`] from another thread, gracefully (like SIGTERM).
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Asks the loop to shut down gracefully; it returns from [`EventLoop::run`] once its
+    /// connections are closed or the shutdown grace has passed.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            eprintln!("parlor-mio: cannot wake the event loop: {e}");
+        }
+    }
+}
+
+/// The bound server, ready to [`run`](EventLoop::run).
+pub struct EventLoop {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    server: Server,
+    /// Indexed by `ConnId.0` (the core's slab keys are small and dense).
+    conns: Vec<Option<Conn>>,
+    buf: Box<[u8]>,
+    /// Connections with bytes to write or a close to carry out.
+    dirty: Vec<ConnId>,
+    /// Connections that may have more to read: their read budget ran out, they were resumed,
+    /// or their sending side was just shut down.
+    pending_read: VecDeque<ConnId>,
+    /// The listener may have more connections waiting (its accept budget ran out).
+    accept_pending: bool,
+    /// Accepting is paused until then (after `EMFILE` and friends).
+    accept_paused_until: Option<Instant>,
+    shutdown_grace: Duration,
+    /// Set when a graceful shutdown starts: the loop ends at this time at the latest.
+    grace_deadline: Option<Instant>,
+    /// A second signal during shutdown ends the loop at once.
+    hard_stop: bool,
+    stop: StopHandle,
+    signals: Option<UnixStream>,
+}
+
+impl EventLoop {
+    /// Binds the listener of `cli` and builds the core. Nothing is accepted before
+    /// [`run`](EventLoop::run).
+    pub fn bind(cli: Cli) -> io::Result<EventLoop> {
+        let Cli {
+            listen,
+            config,
+            shutdown_grace,
+        } = cli;
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(listen)?;
+        raise_backlog(&listener);
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Ok(EventLoop {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            server: Server::new(config, epoch_ms, Instant::now()),
+            conns: Vec::new(),
+            buf: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
+            dirty: Vec::new(),
+            pending_read: VecDeque::new(),
+            accept_pending: false,
+            accept_paused_until: None,
+            shutdown_grace,
+            grace_deadline: None,
+            hard_stop: false,
+            stop: StopHandle {
+                flag: Arc::new(AtomicBool::new(false)),
+                waker,
+            },
+            signals: None,
+        })
+    }
+
+    /// The address the listener is bound to (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops the loop gracefully from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Makes SIGINT and SIGTERM start a graceful shutdown (a second one ends it at once).
+    ///
+    /// The handlers only write a byte to a socket pair whose other end this loop polls
+    /// (signal-hook's self-pipe), so all the work happens in the loop, not in the handler.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let mut read = UnixStream::from_std(read);
+        self.poll
+            .registry()
+            .register(&mut read, SIGNALS, Interest::READABLE)?;
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::low_level::pipe::register(signal, write.try_clone()?)?;
+        }
+        self.signals = Some(read);
+        Ok(())
+    }
+
+    /// Runs until a graceful shutdown completes: every connection closed, or the shutdown grace
+    /// passed. Errors are those of the poll itself; connection errors only close that connection.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            if let Some(deadline) = self.grace_deadline {
+                if self.hard_stop || self.server.connection_count() == 0 || now >= deadline {
+                    return Ok(());
+                }
+            }
+            let timeout = if self.accept_pending || !self.pending_read.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                [
+                    self.server.poll_timeout(),
+                    self.accept_paused_until,
+                    self.grace_deadline,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| t.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+
+            // Work left over from the previous turn (budgets ran out, reads resumed).
+            for _ in 0..self.pending_read.len() {
+                if let Some(id) = self.pending_read.pop_front() {
+                    self.read(id, now);
+                }
+            }
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.accept_pending = true;
+            }
+            if self.accept_pending {
+                self.accept(now);
+            }
+
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {
+                        if self.stop.flag.load(Ordering::SeqCst) {
+                            self.begin_shutdown(now);
+                        }
+                    }
+                    SIGNALS => self.on_signal(now),
+                    Token(key) => {
+                        let id = ConnId(key);
+                        if event.is_writable() {
+                            self.flush(id, now);
+                            self.settle(now);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(id, now);
+                        }
+                    }
+                }
+            }
+
+            if self.server.poll_timeout().is_some_and(|t| t <= now) {
+                self.server.handle_timeout(now);
+                self.settle(now);
+            }
+        }
+    }
+
+    fn on_signal(&mut self, now: Instant) {
+        let mut got = 0;
+        if let Some(signals) = self.signals.as_mut() {
+            let mut bytes = [0u8; 64];
+            loop {
+                match signals.read(&mut bytes) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break, // WouldBlock: drained
+                }
+            }
+        }
+        if got == 0 {
+            return; // spurious
+        }
+        if self.grace_deadline.is_some() || got > 1 {
+            self.hard_stop = true;
+        }
+        self.begin_shutdown(now);
+    }
+
+    /// Stops accepting and lets the core answer held polls and close idle connections.
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.grace_deadline.is_some() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_pending = false;
+        self.accept_paused_until = None;
+        self.grace_deadline = Some(now + self.shutdown_grace);
+        self.server.handle_shutdown(now);
+        self.settle(now);
+    }
+
+    fn accept(&mut self, now: Instant) {
+        self.accept_pending = false;
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        for _ in 0..ACCEPTS_PER_WAKE {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.add_conn(stream, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The peer gave up before we got to it, or a signal: try the next one.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: the pending connection stays in
+                    // the backlog, so retrying at once would spin. Serve the others meanwhile.
+                    eprintln!(
+                        "parlor-mio: accept failed: {e}; pausing accepts for {} ms",
+                        ACCEPT_PAUSE.as_millis()
+                    );
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+            }
+        }
+        self.accept_pending = true;
+    }
+
+    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        // Responses are whole buffers written at once: waiting to coalesce them only adds delay.
+        let _ = stream.set_nodelay(true);
+        let id = self.server.handle_accept(peer.ip(), now);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(id.0), Interest::READABLE)
+        {
+            eprintln!("parlor-mio: cannot register a connection: {e}");
+            drop(stream);
+            self.report_closed(id, now);
+            self.settle(now);
+            return;
+        }
+        if self.conns.len() <= id.0 {
+            self.conns.resize_with(id.0 + 1, || None);
+        }
+        debug_assert!(self.conns[id.0].is_none(), "the core reused a live id");
+        self.conns[id.0] = Some(Conn {
+            stream,
+            queue: VecDeque::new(),
+            writable_interest: false,
+            paused: false,
+            eof: false,
+            closing: false,
+            write_shut: false,
+        });
+        // Over the connection cap the core has a 503 and a Close ready.
+        self.settle(now);
+    }
+
+    /// Reads from `id` until `WouldBlock`, its budget runs out, or it is paused or gone.
+    fn read(&mut self, id: ConnId, now: Instant) {
+        for _ in 0..READS_PER_WAKE {
+            let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
+                return;
+            };
+            if c.eof || (c.paused && !c.closing) {
+                return;
+            }
+            match c.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    c.eof = true;
+                    if c.write_shut {
+                        // Both directions are done.
+                        self.drop_conn(id, now);
+                    } else if !c.closing {
+                        report_adapter_bug(self.server.handle_eof(id, now));
+                    }
+                    // Else: the close is waiting for its bytes to be written.
+                    self.settle(now);
+                    return;
+                }
+                Ok(n) => {
+                    if !c.closing {
+                        let data = &self.buf[..n];
+                        let result = self.server.handle_data(id, data, now);
+                        report_adapter_bug(result);
+                        self.settle(now);
+                    }
+                    // Else: the core is done with this connection; discard.
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_conn(id, now);
+                    self.settle(now);
+                    return;
+                }
+            }
+        }
+        self.pending_read.push_back(id);
+    }
+
+    /// Drains the core's outputs and writes what they queued, until neither has more to do.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            while let Some(output) = self.server.poll_output() {
+                self.carry_out(output, now);
+            }
+            if self.dirty.is_empty() {
+                return;
+            }
+            let dirty = std::mem::take(&mut self.dirty);
+            for &id in &dirty {
+                self.flush(id, now);
+            }
+            // Keep the allocation for the next turn.
+            if self.dirty.is_empty() {
+                self.dirty = dirty;
+                self.dirty.clear();
+            }
+        }
+    }
+
+    fn carry_out(&mut self, output: Output, now: Instant) {
+        let (Output::Send { conn, .. }
+        | Output::Close { conn }
+        | Output::Abort { conn }
+        | Output::PauseRead { conn }
+        | Output::ResumeRead { conn }) = &output;
+        let id = *conn;
+        let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
+            // Already dropped after a socket error and reported closed: nothing to do.
+            return;
+        };
+        match output {
+            Output::Send { data, .. } => {
+                if !data.is_empty() && !c.write_shut {
+                    if c.queue.is_empty() {
+                        self.dirty.push(id);
+                    }
+                    c.queue.push_back(data);
+                }
+            }
+            Output::Close { .. } => {
+                if !c.closing {
+                    c.closing = true;
+                    self.dirty.push(id);
+                }
+            }
+            Output::Abort { .. } => self.drop_conn(id, now),
+            Output::PauseRead { .. } => c.paused = true,
+            Output::ResumeRead { .. } => {
+                if c.paused {
+                    c.paused = false;
+                    // Edge-triggered: bytes that arrived while paused raise no new event.
+                    self.pending_read.push_back(id);
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued for `id` until `WouldBlock`, reports it to the core, carries out a
+    /// pending close, and keeps `WRITABLE` interest exactly while bytes remain.
+    fn flush(&mut self, id: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut written = 0;
+        let mut failed = false;
+        while !c.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, data) in slices.iter_mut().zip(c.queue.iter()) {
+                *slot = IoSlice::new(data);
+                count += 1;
+            }
+            match c.stream.write_vectored(&slices[..count]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(mut n) => {
+                    written += n;
+                    while n > 0 {
+                        let Some(front) = c.queue.front_mut() else {
+                            break;
+                        };
+                        if n >= front.len() {
+                            n -= front.len();
+                            c.queue.pop_front();
+                        } else {
+                            front.advance(n);
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if written > 0 {
+            report_adapter_bug(self.server.handle_flushed(id, written, now));
+        }
+        if failed {
+            self.drop_conn(id, now);
+            return;
+        }
+        let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.queue.is_empty() && c.closing && !c.write_shut {
+            if c.eof {
+                // The peer already closed its side: nothing left to wait for.
+                self.drop_conn(id, now);
+                return;
+            }
+            // Send FIN, then wait for the peer's (reading and discarding what it still sends),
+            // so unread bytes do not make the kernel reset the connection under the response.
+            c.write_shut = true;
+            if c.stream.shutdown(Shutdown::Write).is_err() {
+                self.drop_conn(id, now);
+                return;
+            }
+            self.pending_read.push_back(id);
+        }
+        let want = !c.queue.is_empty();
+        if want != c.writable_interest {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, Token(id.0), interest)
+                .is_err()
+            {
+                self.drop_conn(id, now);
+                return;
+            }
+            c.writable_interest = want;
+        }
+    }
+
+    /// Closes the socket now and tells the core. Queued outputs for `id` are ignored after this.
+    fn drop_conn(&mut self, id: ConnId, now: Instant) {
+        let Some(mut c) = self.conns.get_mut(id.0).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        drop(c);
+        self.report_closed(id, now);
+    }
+
+    fn report_closed(&mut self, id: ConnId, now: Instant) {
+        report_adapter_bug(self.server.handle_closed(id, now));
+    }
+}
+
+/// The core answers `Err` only for adapter bugs (a stale id): loud in debug builds, logged in
+/// release builds, never fatal to the other connections.
+fn report_adapter_bug(result: Result<(), parlor_core::Error>) {
+    if let Err(e) = result {
+        debug_assert!(false, "parlor-mio: adapter bug: {e}");
+        eprintln!("parlor-mio: adapter bug: {e}");
+    }
+}
+
+/// Re-listens with a larger backlog than the standard library's 128 (calling `listen` again on
+/// a listening socket only updates its backlog on Linux and the BSDs).
+#[allow(unsafe_code)]
+fn raise_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` takes a file descriptor we own (borrowed for the call) and an integer;
+    // it touches no memory of ours. A failure leaves the old backlog, which is fine.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), BACKLOG);
+    }
+}
+
+/// Raises the soft open-file limit (`RLIMIT_NOFILE`) to the hard limit and returns the limit in
+/// force afterwards. Each connection is a file descriptor, so this is the connection ceiling.
+#[allow(unsafe_code)]
+#[allow(clippy::useless_conversion)] // `rlim_t` is `u64` on Linux, not everywhere
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the struct we pass, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let current = limit.rlim_cur;
+    if current >= limit.rlim_max {
+        return Ok(u64::from(current));
+    }
+    // An unlimited hard limit is refused for files on Linux (the real ceiling is fs.nr_open),
+    // so try the hard limit, then a million, and keep what we have if both fail.
+    for want in [limit.rlim_max, 1 << 20] {
+        if want <= current {
+            continue;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass and nothing else.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(u64::from(want));
+        }
+    }
+    Ok(u64::from(current))
+}
+
+/// The default connection cap for an open-file limit: the limit minus [`FD_RESERVE`].
+pub fn default_max_connections(nofile: u64) -> usize {
+    usize::try_from(nofile.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX)
+}
+
+/// The event loop running in a thread of its own: what tests and embedders start.
+pub struct Runner {
+    local_addr: SocketAddr,
+    stop: StopHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Runner {
+    /// Binds `cli.listen` (port 0 picks a free port) and runs the loop in a new thread.
+    pub fn start(cli: Cli) -> io::Result<Runner> {
+        let event_loop = EventLoop::bind(cli)?;
+        let local_addr = event_loop.local_addr();
+        let stop = event_loop.stop_handle();
+        let thread = std::thread::Builder::new()
+            .name("parlor-mio".into())
+            .spawn(move || event_loop.run())?;
+        Ok(Runner {
+            local_addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that starts a graceful shutdown without waiting for it.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Shuts down gracefully (like SIGTERM) and waits for the loop to end.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> io::Result<()> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        self.stop.stop();
+        thread
+            .join()
+            .map_err(|_| io::Error::other("the event loop panicked"))?
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+/// The whole `parlor-mio` program: parses `args` (without the program name), raises the
+/// open-file limit, binds, prints the start-up line, serves until SIGINT/SIGTERM. Returns the
+/// process exit code: 0 after a clean shutdown or `--help`, 2 for a bad command line, 1 when the
+/// server cannot start or its poll fails.
+pub fn main_entry(program: &str, args: impl IntoIterator<Item = String>) -> i32 {
+    let nofile = match raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{program}: cannot read the open-file limit: {e}");
+            1024
+        }
+    };
+    let cli = match parse_args(program, args, default_max_connections(nofile)) {
+        Ok(CliOutcome::Run(cli)) => cli,
+        Ok(CliOutcome::Help(text)) => {
+            print!("{text}");
+            let _ = io::stdout().flush();
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return 2;
+        }
+    };
+    let listen = cli.listen;
+    let mut event_loop = match EventLoop::bind(cli) {
+        Ok(event_loop) => event_loop,
+        Err(e) => {
+            eprintln!("{program}: cannot listen on {listen}: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = event_loop.handle_signals() {
+        eprintln!("{program}: cannot install signal handlers: {e}");
+        return 1;
+    }
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "{}", startup_line(program, event_loop.local_addr()));
+    let _ = stdout.flush();
+    drop(stdout);
+    match event_loop.run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{program}: event loop failed: {e}");
+            1
+        }
+    }
+}
