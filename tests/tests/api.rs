@@ -176,11 +176,18 @@ fn routing_metrics(kind: Kind) {
 
 fn routing_not_found(kind: Kind) {
     let s = Server::start(kind);
-    for target in ["/nope", "/index.html", "/subscribe/x", "/chat.jsx"] {
+    for target in ["/nope", "/subscribe/x", "/chat.jsx", "//", "/healthz/"] {
         let r = s.get(target);
         r.assert_error(404);
         assert_eq!(r.text(), "not found\n", "{target}");
     }
+    // docs/HTTP.md routes `/` only; any other path, `/index.html` included, is 404.
+    let r = s.get("/index.html");
+    assert_eq!(
+        r.status, 404,
+        "GET /index.html: docs/HTTP.md lists no such route (\"other paths: 404\"), got {} {}",
+        r.status, r.reason
+    );
 }
 
 fn routing_method_not_allowed(kind: Kind) {
