@@ -4,6 +4,94 @@
 //! I/O whatsoever**: no sockets, no threads, no clock reads, no environment, no files. Bytes and
 //! time come in as arguments; bytes to send come out as [`bytes::Bytes`].
 //!
+//! ## Driving it
+//!
+//! One contract, written on [`Server`]: feed an input with the current time, drain
+//! [`Server::poll_output`] until it is empty, and wake up at [`Server::poll_timeout`] to call
+//! [`Server::handle_timeout`]. The adapters `parlor-mio` and `parlor-smol` are two such loops;
+//! here is a third, serving Parlor behind a blocking `std::net::TcpListener` with a thread per
+//! connection and a mutex around the core (simple rather than fast), then using it as a client:
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::io::{Read, Write};
+//! use std::net::{Shutdown, TcpListener, TcpStream};
+//! use std::sync::{Arc, Mutex};
+//! use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+//! use parlor_core::{Config, ConnId, Output, Server};
+//!
+//! struct Shared { server: Server, sockets: HashMap<ConnId, TcpStream> }
+//!
+//! /// Carries out every output of the core; called after each input, with the lock held.
+//! fn drain(sh: &mut Shared, now: Instant) {
+//!     while let Some(out) = sh.server.poll_output() {
+//!         match out {
+//!             Output::Send { conn, data } => {
+//!                 if let Some(s) = sh.sockets.get_mut(&conn) {
+//!                     if s.write_all(&data).is_ok() {
+//!                         let _ = sh.server.handle_flushed(conn, data.len(), now);
+//!                     }
+//!                 }
+//!             }
+//!             // The reader thread sees the shutdown and reports the close.
+//!             Output::Close { conn } | Output::Abort { conn } => {
+//!                 if let Some(s) = sh.sockets.get(&conn) { let _ = s.shutdown(Shutdown::Both); }
+//!             }
+//!             Output::PauseRead { .. } | Output::ResumeRead { .. } => {}
+//!         }
+//!     }
+//! }
+//!
+//! fn serve(listener: TcpListener) {
+//!     let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+//!     let server = Server::new(Config::default(), epoch, Instant::now());
+//!     let shared = Arc::new(Mutex::new(Shared { server, sockets: HashMap::new() }));
+//!     let timer = Arc::clone(&shared);
+//!     std::thread::spawn(move || loop {
+//!         std::thread::sleep(Duration::from_millis(50));
+//!         let mut sh = timer.lock().unwrap();
+//!         sh.server.handle_timeout(Instant::now());
+//!         drain(&mut sh, Instant::now());
+//!     });
+//!     for stream in listener.incoming().flatten() {
+//!         let mut sh = shared.lock().unwrap();
+//!         let id = sh.server.handle_accept(stream.peer_addr().unwrap().ip(), Instant::now());
+//!         sh.sockets.insert(id, stream.try_clone().unwrap());
+//!         drain(&mut sh, Instant::now());
+//!         let shared = Arc::clone(&shared);
+//!         std::thread::spawn(move || {
+//!             let mut stream = stream;
+//!             let mut buf = [0u8; 4096];
+//!             while let Ok(n @ 1..) = stream.read(&mut buf) {
+//!                 let mut sh = shared.lock().unwrap();
+//!                 if sh.server.handle_data(id, &buf[..n], Instant::now()).is_err() { break; }
+//!                 drain(&mut sh, Instant::now());
+//!             }
+//!             let mut sh = shared.lock().unwrap();
+//!             sh.sockets.remove(&id);
+//!             let _ = sh.server.handle_closed(id, Instant::now()); // frees the slot
+//!             drain(&mut sh, Instant::now());
+//!         });
+//!     }
+//! }
+//!
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
+//! std::thread::spawn(move || serve(listener));
+//!
+//! // A subscriber asks for everything in room "doc" (nothing yet, so it is held)...
+//! let mut sub = TcpStream::connect(addr)?;
+//! sub.write_all(b"GET /subscribe?room=doc&since=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+//! // ...and a publish answers it.
+//! let mut publisher = TcpStream::connect(addr)?;
+//! publisher.write_all(b"POST /publish?room=doc HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")?;
+//! let mut answer = String::new();
+//! sub.read_to_string(&mut answer)?;
+//! assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"));
+//! assert!(answer.ends_with("\r\n\r\nhello"));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! ## Layout
 //! * [`http`]: the incremental HTTP/1.1 request reader (RFC 9112 framing and limits).
 //! * [`response`]: encoding responses into `Bytes`, and the cache of constant responses.

@@ -119,8 +119,10 @@ enum TimerKind {
 struct Hold {
     room: usize,
     slot: usize,
-    /// The cursor answered with on timeout: the sequence number the poll waits after.
+    /// The cursor answered with on timeout: the sequence number the poll waits after, or `0`
+    /// itself when the poll asked for `since=0`.
     after: u64,
+    since_all: bool,
     persist: Persist,
 }
 
@@ -781,6 +783,7 @@ impl Server {
             room: room_i,
             slot,
             after,
+            since_all: since == Some(Since::All),
             persist,
         });
         self.metrics.held += 1;
@@ -878,9 +881,11 @@ impl Server {
         let Some(hold) = self.release_hold(id) else {
             return;
         };
-        let mut cursor = self.epoch.clone();
-        cursor.push('-');
-        cursor.push_str(&hold.after.to_string());
+        let cursor = if hold.since_all {
+            "0".to_string()
+        } else {
+            format!("{}-{}", self.epoch, hold.after)
+        };
         let data = Response {
             headers: &[("Parlor-Cursor", &cursor)],
             persist: hold.persist,
