@@ -29,6 +29,8 @@ pub(crate) struct Waiter {
     pub conn: ConnId,
     pub json: bool,
     pub persist: Persist,
+    /// Index of an allow-listed cross-origin `Origin` (the answer carries CORS headers).
+    pub cors: Option<u16>,
 }
 
 /// One room.

@@ -124,6 +124,8 @@ struct Hold {
     after: u64,
     since_all: bool,
     persist: Persist,
+    /// Index of the request's allow-listed cross-origin `Origin`, if any (CORS headers).
+    cors: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -214,6 +216,29 @@ fn persist_index(p: Persist) -> usize {
         Persist::KeepAlive10 => 1,
         Persist::Close => 2,
     }
+}
+
+/// The headers of a poll or publish answer: its cursor, the gap if any, and the CORS headers
+/// for an allow-listed cross-origin caller.
+fn poll_headers<'a>(
+    cursor: &'a str,
+    gap: u64,
+    gap_text: &'a str,
+    origin: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut headers = Vec::with_capacity(5);
+    headers.push(("Parlor-Cursor", cursor));
+    if gap > 0 {
+        headers.push(("Parlor-Gap", gap_text));
+    }
+    if let Some(origin) = origin {
+        headers.extend([
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Expose-Headers", "Parlor-Cursor, Parlor-Gap"),
+            ("Vary", "Origin"),
+        ]);
+    }
+    headers
 }
 
 /// The chat page and its files, compiled in.
@@ -644,6 +669,9 @@ impl Server {
             "/publish" => "POST",
             _ => return self.error(id, 404, "not found", &[], persist, now),
         };
+        if request.method == Method::Options {
+            return self.preflight(id, &request, allowed, persist, now);
+        }
         let method_ok = match request.method {
             Method::Get => allowed.contains("GET"),
             Method::Head => allowed.contains("HEAD"),
@@ -767,8 +795,9 @@ impl Server {
             }
             Some(Since::Seq(s)) => (s, room.first_seq().saturating_sub(s + 1)),
         };
+        let cors = self.cors_index(request);
         if room.last_seq > after {
-            let (data, n) = self.encode_messages(room_i, after, gap, json, persist);
+            let (data, n) = self.encode_messages(room_i, after, gap, json, persist, cors);
             self.metrics.delivered += n;
             self.answer(id, data, persist, now);
             return;
@@ -778,6 +807,7 @@ impl Server {
             conn: id,
             json,
             persist,
+            cors,
         });
         self.conns[id.0].state = State::Held(Hold {
             room: room_i,
@@ -785,6 +815,7 @@ impl Server {
             after,
             since_all: since == Some(Since::All),
             persist,
+            cors,
         });
         self.metrics.held += 1;
         self.set_timer(id, Some((now + self.config.poll_timeout, TimerKind::Poll)));
@@ -799,8 +830,10 @@ impl Server {
         gap: u64,
         json: bool,
         persist: Persist,
+        cors: Option<u16>,
     ) -> (Bytes, u64) {
         let room = &self.rooms[room_i];
+        let origin = cors.and_then(|i| self.config.allow_origins.get(usize::from(i)));
         let epoch = &self.epoch;
         let cursor = |seq: u64| {
             let mut c = String::with_capacity(epoch.len() + 8);
@@ -815,14 +848,9 @@ impl Server {
                 return (Bytes::new(), 0);
             };
             let c = cursor(m.seq);
-            let with_gap = [("Parlor-Cursor", c.as_str()), ("Parlor-Gap", &gap_text)];
-            let headers = if gap > 0 {
-                &with_gap[..]
-            } else {
-                &with_gap[..1]
-            };
+            let headers = poll_headers(&c, gap, &gap_text, origin.map(String::as_str));
             let data = Response {
-                headers,
+                headers: &headers,
                 persist,
                 ..Response::new(200, Some(response::TEXT_PLAIN), &m.text)
             }
@@ -861,14 +889,9 @@ impl Server {
         body.extend_from_slice(b"\",\"gap\":");
         push_u64(&mut body, gap);
         body.push(b'}');
-        let with_gap = [("Parlor-Cursor", next.as_str()), ("Parlor-Gap", &gap_text)];
-        let headers = if gap > 0 {
-            &with_gap[..]
-        } else {
-            &with_gap[..1]
-        };
+        let headers = poll_headers(&next, gap, &gap_text, origin.map(String::as_str));
         let data = Response {
-            headers,
+            headers: &headers,
             persist,
             ..Response::new(200, Some(response::APPLICATION_JSON), &body)
         }
@@ -886,8 +909,12 @@ impl Server {
         } else {
             format!("{}-{}", self.epoch, hold.after)
         };
+        let origin = hold
+            .cors
+            .and_then(|i| self.config.allow_origins.get(usize::from(i)));
+        let headers = poll_headers(&cursor, 0, "", origin.map(String::as_str));
         let data = Response {
-            headers: &[("Parlor-Cursor", &cursor)],
+            headers: &headers,
             persist: hold.persist,
             ..Response::new(204, None, b"")
         }
@@ -986,8 +1013,12 @@ impl Server {
         } else {
             (response::TEXT_PLAIN, format!("{cursor}\n"))
         };
+        let origin = self
+            .cors_index(request)
+            .and_then(|i| self.config.allow_origins.get(usize::from(i)));
+        let headers = poll_headers(&cursor, 0, "", origin.map(String::as_str));
         let data = Response {
-            headers: &[("Parlor-Cursor", &cursor)],
+            headers: &headers,
             persist,
             ..Response::new(200, Some(content_type), body.as_bytes())
         }
@@ -1003,15 +1034,17 @@ impl Server {
             self.rooms[room_i].waiters = waiters;
             return;
         }
-        let mut encoded: [Option<Bytes>; 6] = Default::default();
+        // One encoding per representation; there are only a handful, so a list beats a map.
+        let mut encoded: Vec<((bool, Persist, Option<u16>), Bytes)> = Vec::new();
         let mut answered = Vec::with_capacity(waiters.len());
         for (_, w) in waiters.iter() {
-            let i = usize::from(w.json) * 3 + persist_index(w.persist);
-            let data = match &encoded[i] {
-                Some(d) => d.clone(),
+            let key = (w.json, w.persist, w.cors);
+            let data = match encoded.iter().find(|(k, _)| *k == key) {
+                Some((_, d)) => d.clone(),
                 None => {
-                    let (d, _) = self.encode_messages(room_i, seq - 1, 0, w.json, w.persist);
-                    encoded[i] = Some(d.clone());
+                    let (d, _) =
+                        self.encode_messages(room_i, seq - 1, 0, w.json, w.persist, w.cors);
+                    encoded.push((key, d.clone()));
                     d
                 }
             };
@@ -1031,6 +1064,59 @@ impl Server {
         if self.rooms[room_i].waiters.is_empty() {
             self.rooms[room_i].waiters = waiters;
         }
+    }
+
+    /// The index of the request's `Origin` in the allow-list, if it is there.
+    fn cors_index(&self, request: &Request) -> Option<u16> {
+        let origin = request.headers.origin.as_deref()?;
+        let i = self.config.allow_origins.iter().position(|o| o == origin)?;
+        u16::try_from(i).ok()
+    }
+
+    /// Answers `OPTIONS`: a CORS preflight from an allow-listed origin gets its permissions, one
+    /// from any other origin `403`, and a plain `OPTIONS` the `Allow` list.
+    fn preflight(
+        &mut self,
+        id: ConnId,
+        request: &Request,
+        allowed: &'static str,
+        persist: Persist,
+        now: Instant,
+    ) {
+        let origin = match (request.headers.origin.as_deref(), self.cors_index(request)) {
+            (None, _) => None,
+            (Some(_), Some(i)) => Some(self.config.allow_origins[usize::from(i)].clone()),
+            (Some(_), None) => {
+                return self.error(
+                    id,
+                    403,
+                    "cross-origin request not allowed",
+                    &[],
+                    persist,
+                    now,
+                )
+            }
+        };
+        let mut headers = vec![("Allow", allowed)];
+        if let Some(origin) = origin.as_deref() {
+            headers.extend([
+                ("Access-Control-Allow-Origin", origin),
+                ("Access-Control-Allow-Methods", allowed),
+                (
+                    "Access-Control-Allow-Headers",
+                    "Content-Type, Last-Event-ID",
+                ),
+                ("Access-Control-Max-Age", "600"),
+                ("Vary", "Origin"),
+            ]);
+        }
+        let data = Response {
+            headers: &headers,
+            persist,
+            ..Response::new(204, None, b"")
+        }
+        .encode();
+        self.answer(id, data, persist, now);
     }
 
     /// Whether an `Origin` may publish: same host as the request, or in the allow-list.

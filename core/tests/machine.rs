@@ -811,3 +811,53 @@ fn a_closing_connection_that_never_finishes_is_aborted() {
     assert_eq!(s.server.poll_output(), Some(Output::Abort { conn: c }));
     s.server.handle_closed(c, s.now).unwrap();
 }
+
+#[test]
+fn allow_listed_origins_get_cors_headers_and_preflights() {
+    let mut s = Sim::new(Config {
+        allow_origins: vec!["https://ok.example".into()],
+        ..Config::default()
+    });
+    let pre = |origin: &str| {
+        format!("OPTIONS /publish HTTP/1.1\r\nHost: h\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\r\n")
+    };
+    let (_, r) = s.request(&pre("https://ok.example"));
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("Access-Control-Allow-Origin"),
+        Some("https://ok.example")
+    );
+    assert_eq!(r.header("Access-Control-Allow-Methods"), Some("POST"));
+    assert_eq!(s.request(&pre("https://evil.example")).1.status, 403);
+    let (_, r) = s.request("OPTIONS /subscribe HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((r.status, r.header("Allow")), (204, Some("GET")));
+
+    // A held poll from the allowed origin gets the headers, a same-origin one does not, and
+    // the two answers are two encodings.
+    let cross = s.connect();
+    let same = s.connect();
+    s.feed(
+        cross,
+        "GET /subscribe HTTP/1.1\r\nHost: h\r\nOrigin: https://ok.example\r\n\r\n",
+    );
+    s.feed(same, get_req("/subscribe"));
+    let body = "x";
+    let (_, p) = s.request(&format!(
+        "POST /publish HTTP/1.1\r\nHost: h\r\nOrigin: https://ok.example\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    assert_eq!(
+        p.header("Access-Control-Allow-Origin"),
+        Some("https://ok.example")
+    );
+    let c = s.response(cross);
+    assert_eq!(
+        c.header("Access-Control-Allow-Origin"),
+        Some("https://ok.example")
+    );
+    assert_eq!(
+        c.header("Access-Control-Expose-Headers"),
+        Some("Parlor-Cursor, Parlor-Gap")
+    );
+    assert_eq!(s.response(same).header("Access-Control-Allow-Origin"), None);
+}
