@@ -218,6 +218,10 @@ fn persist_index(p: Persist) -> usize {
     }
 }
 
+/// What tells two answers to the same poll apart: JSON or plain, the connection header, and the
+/// allow-listed origin (CORS headers).
+type Representation = (bool, Persist, Option<u16>);
+
 /// The headers of a poll or publish answer: its cursor, the gap if any, and the CORS headers
 /// for an allow-listed cross-origin caller.
 fn poll_headers<'a>(
@@ -1035,7 +1039,7 @@ impl Server {
             return;
         }
         // One encoding per representation; there are only a handful, so a list beats a map.
-        let mut encoded: Vec<((bool, Persist, Option<u16>), Bytes)> = Vec::new();
+        let mut encoded: Vec<(Representation, Bytes)> = Vec::new();
         let mut answered = Vec::with_capacity(waiters.len());
         for (_, w) in waiters.iter() {
             let key = (w.json, w.persist, w.cors);
