@@ -219,10 +219,28 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// Server CPU time used since `start`, in seconds.
-fn cpu_since(o: &Opts, start: Option<Duration>) -> Option<f64> {
-    let now = cpu_time(o.pid?)?;
-    Some(now.saturating_sub(start?).as_secs_f64())
+/// CPU time of the server (from `--pid`) and of this load generator, taken at a point.
+struct CpuMark {
+    server: Option<Duration>,
+    client: Option<Duration>,
+}
+
+impl CpuMark {
+    fn now(o: &Opts) -> CpuMark {
+        CpuMark {
+            server: o.pid.and_then(cpu_time),
+            client: cpu_time(std::process::id()),
+        }
+    }
+    /// Seconds of CPU the server and the client used since the mark (NaN when unknown).
+    fn since(&self, o: &Opts) -> (f64, f64) {
+        let later = CpuMark::now(o);
+        let d = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+            _ => f64::NAN,
+        };
+        (d(self.server, later.server), d(self.client, later.client))
+    }
 }
 
 fn subscribe_request(o: &Opts, room: &str, since: Option<&str>, json: bool) -> Vec<u8> {
@@ -349,7 +367,7 @@ fn idle(o: &Opts) -> Results {
     }
     let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
     let rss0 = o.pid.and_then(rss_kib);
-    let cpu0 = o.pid.and_then(cpu_time);
+    let cpu0 = CpuMark::now(o);
     let start = Instant::now();
     let req = subscribe_request(o, &o.room, None, false);
     let mut ids = vec![None; n];
@@ -386,7 +404,7 @@ fn idle(o: &Opts) -> Results {
             }
         }
     }
-    let cpu = cpu_since(o, cpu0);
+    let (cpu, client_cpu) = cpu0.since(o);
     let answered_n = answered.iter().filter(|a| **a).count();
     let closed_by_server = (0..n).filter(|&t| written[t] && closed[t]).count();
     let held = (0..n)
@@ -406,7 +424,7 @@ fn idle(o: &Opts) -> Results {
         let _ = write!(status_text, " {s}x{c}");
     }
     let human = format!(
-        "idle    {:<16} n={n}: held {held}, {} B per held poll (RSS {} -> {} KiB, {} KiB after close), opened in {:.2} s, failed {failed}, answered early {answered_n}{}, closed by server {closed_by_server}",
+        "idle    {:<16} n={n}: held {held}, {} B per held poll (RSS {} -> {} KiB, {} KiB after close), opened in {:.2} s, failed {failed}, answered early {answered_n}{}, closed by server {closed_by_server}, cpu: server {cpu:.2} s, client {client_cpu:.2} s",
         o.label,
         per_poll.map(|b| format!("{b:.0}")).unwrap_or("?".into()),
         rss0.map(|v| v.to_string()).unwrap_or("?".into()),
@@ -426,7 +444,8 @@ fn idle(o: &Opts) -> Results {
         .opt_int("rss_after_close_kib", rss2)
         .num("bytes_per_poll", per_poll.unwrap_or(f64::NAN))
         .num("open_s", open_time.as_secs_f64())
-        .num("server_cpu_s", cpu.unwrap_or(f64::NAN));
+        .num("server_cpu_s", cpu)
+        .num("client_cpu_s", client_cpu);
     Ok(vec![(human, line)])
 }
 
@@ -441,7 +460,7 @@ fn fanout(o: &Opts) -> Results {
         ));
     }
     let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
-    let cpu0 = o.pid.and_then(cpu_time);
+    let cpu0 = CpuMark::now(o);
     let req = subscribe_request(o, &o.room, None, false);
     let mut ids: Vec<Option<usize>> = vec![None; n + 1];
     // Tag n is the publisher.
@@ -566,7 +585,7 @@ fn fanout(o: &Opts) -> Results {
         p99s.push(round_samples.quantile_us(0.99) as f64);
         // Anything still waiting is lost for this round; it keeps its poll open for the next.
     }
-    let cpu = cpu_since(o, cpu0);
+    let (cpu, client_cpu) = cpu0.since(o);
     net.close_all();
     let last_min = lasts.iter().cloned().fold(f64::INFINITY, f64::min);
     let last_max = lasts.iter().cloned().fold(0.0, f64::max);
@@ -574,7 +593,7 @@ fn fanout(o: &Opts) -> Results {
     let p50 = median(&mut p50s);
     let p99 = median(&mut p99s);
     let human = format!(
-        "fanout  {:<16} n={n} rounds={}: last {:.2} ms (min {:.2}, max {:.2}), p50 {:.2} ms, p99 {:.2} ms, lost {lost_total}, errors {errors}, answered before publish {early}",
+        "fanout  {:<16} n={n} rounds={}: last {:.2} ms (min {:.2}, max {:.2}), p50 {:.2} ms, p99 {:.2} ms, lost {lost_total}, errors {errors}, answered before publish {early}, cpu: server {cpu:.2} s, client {client_cpu:.2} s",
         o.label,
         o.rounds,
         last_med / 1000.0,
@@ -595,7 +614,8 @@ fn fanout(o: &Opts) -> Results {
         .int("lost", lost_total as u64)
         .int("errors", errors as u64)
         .int("early", early as u64)
-        .num("server_cpu_s", cpu.unwrap_or(f64::NAN));
+        .num("server_cpu_s", cpu)
+        .num("client_cpu_s", client_cpu);
     Ok(vec![(human, line)])
 }
 
@@ -709,7 +729,7 @@ fn stream(o: &Opts) -> Results {
     let mut sub_errors = 0u64;
     let mut reconnects = 0u64;
     let mut polls = 0u64;
-    let cpu0 = o.pid.and_then(cpu_time);
+    let cpu0 = CpuMark::now(o);
     let start = Instant::now();
     let end = start + o.duration;
     for i in 0..p {
@@ -861,7 +881,7 @@ fn stream(o: &Opts) -> Results {
         }
     }
     let window = o.duration.as_secs_f64();
-    let cpu = cpu_since(o, cpu0);
+    let (cpu, client_cpu) = cpu0.since(o);
     net.close_all();
     let published: u64 = acked.iter().sum();
     let mut missed_total = 0u64;
@@ -885,7 +905,7 @@ fn stream(o: &Opts) -> Results {
     }
     let expected = published * n as u64;
     let human = format!(
-        "stream  {:<16} n={n} p={p} {}s cursor={mode}: {:.0} publishes/s, {:.0} deliveries/s, missed {missed_total} of {expected} ({:.2}%, {subs_missing} subscribers, max {missed_max}), duplicated {dup}, out of order {ooo}, polls {polls}, publish errors {publish_errors}, poll errors {sub_errors}, unparsable {bad}",
+        "stream  {:<16} n={n} p={p} {}s cursor={mode}: {:.0} publishes/s, {:.0} deliveries/s, missed {missed_total} of {expected} ({:.2}%, {subs_missing} subscribers, max {missed_max}), duplicated {dup}, out of order {ooo}, polls {polls}, publish errors {publish_errors}, poll errors {sub_errors}, unparsable {bad}, cpu: server {cpu:.2} s, client {client_cpu:.2} s",
         o.label,
         window,
         published as f64 / window,
@@ -912,7 +932,8 @@ fn stream(o: &Opts) -> Results {
         .int("publish_errors", publish_errors)
         .int("poll_errors", sub_errors)
         .int("unparsable", bad)
-        .num("server_cpu_s", cpu.unwrap_or(f64::NAN));
+        .num("server_cpu_s", cpu)
+        .num("client_cpu_s", client_cpu);
     Ok(vec![(human, line)])
 }
 
@@ -949,7 +970,7 @@ fn http(o: &Opts) -> Results {
             }
         }
     }
-    let cpu0 = o.pid.and_then(cpu_time);
+    let cpu0 = CpuMark::now(o);
     let start = Instant::now();
     let end = start + o.duration;
     for t in 0..c {
@@ -1017,7 +1038,7 @@ fn http(o: &Opts) -> Results {
         }
     }
     let elapsed = o.duration.as_secs_f64();
-    let cpu = cpu_since(o, cpu0);
+    let (cpu, client_cpu) = cpu0.since(o);
     net.close_all();
     let rps = ok as f64 / elapsed;
     let what = if o.request == "get" {
@@ -1026,7 +1047,7 @@ fn http(o: &Opts) -> Results {
         "POST /publish"
     };
     let human = format!(
-        "http    {:<16} {what} c={c} {}s: {rps:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms, non-2xx {non2xx}, reconnects {closed}",
+        "http    {:<16} {what} c={c} {}s: {rps:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms, non-2xx {non2xx}, reconnects {closed}, cpu: server {cpu:.2} s, client {client_cpu:.2} s",
         o.label,
         elapsed,
         ms(lat.quantile_us(0.5)),
@@ -1042,6 +1063,7 @@ fn http(o: &Opts) -> Results {
         .int("reconnects", closed)
         .int("p50_us", lat.quantile_us(0.5))
         .int("p99_us", lat.quantile_us(0.99))
-        .num("server_cpu_s", cpu.unwrap_or(f64::NAN));
+        .num("server_cpu_s", cpu)
+        .num("client_cpu_s", client_cpu);
     Ok(vec![(human, line)])
 }
