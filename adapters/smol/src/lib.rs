@@ -1,0 +1,710 @@
+//! # parlor-smol
+//!
+//! Parlor's second server: [`parlor_core::Server`] driven by smol tasks on one thread. Like
+//! `parlor-mio`, this crate only moves bytes and time; the core does all the thinking, so both
+//! servers answer byte for byte the same.
+//!
+//! ## Tasks
+//! Everything runs on one [`LocalExecutor`] inside [`smol::block_on`] (the core has one owner
+//! anyway, so more threads would only add locking):
+//!
+//! * **The owner** ([`Bound::run`]) owns the `Server`: no lock guards it. It waits for the next
+//!   [`Event`] on one bounded channel, or for the core's next deadline
+//!   ([`Server::poll_timeout`]) on a [`Timer`] that is reset only when the deadline changes, or
+//!   for the end of the shutdown grace. After **every** input it drains
+//!   [`Server::poll_output`] and routes each output to its connection's mailbox. It never
+//!   waits on anything else, so it never blocks on a slow client.
+//! * **The acceptor** accepts connections and hands them to the owner (`Event::Accepted`);
+//!   the owner registers them with the core and spawns their connection tasks. Accept errors
+//!   (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, anything unexpected) are logged once per episode
+//!   and pause accepting for [`ACCEPT_PAUSE`]; they never end or spin the server.
+//! * **One task per connection** reads, writes and closes its socket. It reads whatever
+//!   arrives and sends it to the owner (`Event::Data`, `Event::Eof`), writes what the owner
+//!   routes to it (`Command::Send`, in order, one vectored write per burst), and reports every
+//!   write (`Event::Flushed`), which is how the core tracks unsent bytes and cuts off a client
+//!   that stopped reading (`Command::Abort` drops the socket at once). `Command::Pause` stops
+//!   reading until `Command::Resume`. When the socket is gone it sends `Event::Closed`, its
+//!   last event, and the owner calls [`Server::handle_closed`].
+//! * **Signals** (the binary only): SIGINT or SIGTERM becomes `Event::Shutdown`.
+//!
+//! The connection tasks send on the bounded event channel, so a flood of input waits in the
+//! kernel's socket buffers instead of in memory; the owner sends to a connection through an
+//! unbounded mailbox and never waits: what bounds that memory is the core's cap on unsent bytes.
+//!
+//! ## Memory per connection
+//! An idle or held connection owns no read buffer: reads go into one buffer per thread
+//! ([`READ_BUFFER_BYTES`]), and only the bytes actually read are copied into the event for the
+//! owner. A held poll costs its task, its socket's registration, its mailbox and the core's slot.
+//!
+//! ## Closing
+//! A connection that the core closes (`Output::Close`) is flushed, then its sending side is shut
+//! down and what the peer still sends is read and discarded until it closes too (so unread bytes
+//! do not make the kernel reset the connection under the response in flight). The core's closing
+//! deadline turns a peer that never closes into an `Output::Abort`. This is what `parlor-mio`
+//! does too.
+//!
+//! ## Use
+//! The binary is `parlor-smol` ([`main_entry`]). Tests and embedders start the same server in a
+//! thread with [`Runner::start`] (port 0 is fine; [`Runner::local_addr`] has the real one) and
+//! stop it with [`Runner::shutdown`], which performs the same graceful shutdown as SIGTERM.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes};
+use parlor_core::config::{parse_args, startup_line, Cli, CliOutcome};
+use parlor_core::{ConnId, Output, Server};
+use smol::channel::{Receiver, Sender};
+use smol::future::{self, FutureExt};
+use smol::stream::StreamExt;
+use smol::{Async, LocalExecutor, Timer};
+
+/// Size of the read buffer that all connections of a thread share.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// How long accepting pauses after an accept error such as `EMFILE`.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// File descriptors kept in reserve below the open-file limit when deriving the default
+/// connection cap (the same reserve as `parlor-mio`).
+pub const FD_RESERVE: u64 = 64;
+/// Capacity of the channel from the connection tasks to the owner.
+const EVENT_CAPACITY: usize = 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+/// Listen backlog: bursts of thousands of connections (a page of subscribers reconnecting) must
+/// not overflow the queue; the kernel clamps it to `net.core.somaxconn`.
+const BACKLOG: i32 = 4096;
+
+/// What the other tasks tell the owner.
+#[derive(Debug)]
+enum Event {
+    /// The acceptor has a new connection.
+    Accepted {
+        stream: Async<TcpStream>,
+        peer: SocketAddr,
+    },
+    /// Bytes arrived on a connection.
+    Data(ConnId, Vec<u8>),
+    /// The peer closed its sending side.
+    Eof(ConnId),
+    /// This many bytes of what was routed to the connection reached its socket.
+    Flushed(ConnId, usize),
+    /// The connection's socket is closed; its task has ended. Always its last event.
+    Closed(ConnId),
+    /// Start a graceful shutdown; `signal` says it came from SIGINT/SIGTERM (a second signal
+    /// during a shutdown ends it at once).
+    Shutdown { signal: bool },
+}
+
+/// What the owner tells one connection task.
+#[derive(Debug)]
+enum Command {
+    /// Write these bytes after everything before them.
+    Send(Bytes),
+    /// Close once everything queued is written.
+    Close,
+    /// Close now, dropping what is unsent.
+    Abort,
+    /// Stop reading.
+    Pause,
+    /// Read again.
+    Resume,
+}
+
+/// Stops a running server from another thread, gracefully (like SIGTERM).
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    events: Sender<Event>,
+}
+
+impl StopHandle {
+    /// Asks the server to shut down gracefully; it returns from [`Bound::run`] once its
+    /// connections are closed or the shutdown grace has passed. Call it from another thread than
+    /// the server's (it may wait for room in the server's event channel).
+    pub fn stop(&self) {
+        // Fails only when the server has already ended.
+        let _ = self.events.send_blocking(Event::Shutdown { signal: false });
+    }
+}
+
+/// The bound server, ready to [`run`](Bound::run).
+pub struct Bound {
+    listener: Async<TcpListener>,
+    local_addr: SocketAddr,
+    server: Server,
+    shutdown_grace: Duration,
+    events: Sender<Event>,
+    inbox: Receiver<Event>,
+    signals: Option<async_signal::Signals>,
+}
+
+impl Bound {
+    /// Binds the listener of `cli` and builds the core. Nothing is accepted before
+    /// [`run`](Bound::run).
+    pub fn bind(cli: Cli) -> io::Result<Bound> {
+        let Cli {
+            listen,
+            config,
+            shutdown_grace,
+        } = cli;
+        let listener = Async::<TcpListener>::bind(listen)?;
+        raise_backlog(listener.get_ref());
+        let local_addr = listener.get_ref().local_addr()?;
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let (events, inbox) = smol::channel::bounded(EVENT_CAPACITY);
+        Ok(Bound {
+            listener,
+            local_addr,
+            server: Server::new(config, epoch_ms, Instant::now()),
+            shutdown_grace,
+            events,
+            inbox,
+            signals: None,
+        })
+    }
+
+    /// The address the listener is bound to (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops the server gracefully from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            events: self.events.clone(),
+        }
+    }
+
+    /// Makes SIGINT and SIGTERM start a graceful shutdown (a second one ends it at once).
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        use async_signal::{Signal, Signals};
+        self.signals = Some(Signals::new([Signal::Int, Signal::Term])?);
+        Ok(())
+    }
+
+    /// Runs until a graceful shutdown completes: every connection closed, or the shutdown grace
+    /// passed. Connection errors only close that connection.
+    pub fn run(self) -> io::Result<()> {
+        let executor = LocalExecutor::new();
+        smol::block_on(executor.run(self.serve(&executor)))
+    }
+
+    /// The owner task.
+    async fn serve(self, executor: &LocalExecutor<'_>) -> io::Result<()> {
+        let Bound {
+            listener,
+            server,
+            shutdown_grace,
+            events,
+            inbox,
+            signals,
+            ..
+        } = self;
+        let mut acceptor = Some(executor.spawn(accept_loop(listener, events.clone())));
+        if let Some(signals) = signals {
+            executor
+                .spawn(signal_loop(signals, events.clone()))
+                .detach();
+        }
+        let mut owner = Owner {
+            server,
+            mailboxes: Vec::new(),
+            events,
+        };
+
+        // The core's deadline, and the one the timer is set to.
+        let mut timer = Timer::never();
+        let mut armed: Option<Instant> = None;
+        let mut grace_timer = Timer::never();
+        let mut grace_deadline: Option<Instant> = None;
+        let mut hard_stop = false;
+
+        loop {
+            if let Some(deadline) = grace_deadline {
+                if hard_stop || owner.server.connection_count() == 0 || Instant::now() >= deadline {
+                    return Ok(());
+                }
+            }
+            let next = owner.server.poll_timeout();
+            if next != armed {
+                match next {
+                    Some(at) => timer.set_at(at),
+                    None => timer = Timer::never(),
+                }
+                armed = next;
+            }
+
+            let wake = async { Wake::Event(inbox.recv().await.ok()) }
+                .or(async {
+                    (&mut timer).await;
+                    Wake::Timer
+                })
+                .or(async {
+                    (&mut grace_timer).await;
+                    Wake::Grace
+                })
+                .await;
+            let now = Instant::now();
+            match wake {
+                // Every sender is gone: cannot happen while `owner.events` lives.
+                Wake::Event(None) => return Ok(()),
+                Wake::Event(Some(Event::Shutdown { signal })) => {
+                    if grace_deadline.is_some() {
+                        hard_stop |= signal;
+                        continue;
+                    }
+                    // Stop accepting: the listener closes with its task.
+                    if let Some(task) = acceptor.take() {
+                        task.cancel().await;
+                    }
+                    let deadline = now + shutdown_grace;
+                    grace_deadline = Some(deadline);
+                    grace_timer.set_at(deadline);
+                    owner.server.handle_shutdown(now);
+                    owner.settle();
+                }
+                Wake::Event(Some(Event::Accepted { stream, peer })) => {
+                    owner.accept(executor, stream, peer, now);
+                }
+                Wake::Event(Some(event)) => owner.handle(event, now),
+                // A fired timer never fires again until it is set again.
+                Wake::Timer => armed = None,
+                Wake::Grace => {}
+            }
+            if owner.server.poll_timeout().is_some_and(|t| t <= now) {
+                owner.server.handle_timeout(now);
+                owner.settle();
+            }
+        }
+    }
+}
+
+/// Why the owner woke up.
+enum Wake {
+    Event(Option<Event>),
+    Timer,
+    Grace,
+}
+
+/// The core and the mailboxes of its connections.
+struct Owner {
+    server: Server,
+    /// Indexed by `ConnId.0` (the core's slab keys are small and dense).
+    mailboxes: Vec<Option<Sender<Command>>>,
+    events: Sender<Event>,
+}
+
+impl Owner {
+    fn accept(
+        &mut self,
+        executor: &LocalExecutor<'_>,
+        stream: Async<TcpStream>,
+        peer: SocketAddr,
+        now: Instant,
+    ) {
+        let id = self.server.handle_accept(peer.ip(), now);
+        let (mailbox, commands) = smol::channel::unbounded();
+        if self.mailboxes.len() <= id.0 {
+            self.mailboxes.resize_with(id.0 + 1, || None);
+        }
+        debug_assert!(self.mailboxes[id.0].is_none(), "the core reused a live id");
+        self.mailboxes[id.0] = Some(mailbox);
+        executor
+            .spawn(connection(id, stream, commands, self.events.clone()))
+            .detach();
+        // Over the connection caps the core has a 503 and a Close ready.
+        self.settle();
+    }
+
+    fn handle(&mut self, event: Event, now: Instant) {
+        let result = match event {
+            Event::Data(id, data) => self.server.handle_data(id, &data, now),
+            Event::Eof(id) => self.server.handle_eof(id, now),
+            Event::Flushed(id, n) => self.server.handle_flushed(id, n, now),
+            Event::Closed(id) => {
+                if let Some(slot) = self.mailboxes.get_mut(id.0) {
+                    *slot = None;
+                }
+                self.server.handle_closed(id, now)
+            }
+            Event::Accepted { .. } | Event::Shutdown { .. } => Ok(()),
+        };
+        report_adapter_bug(result);
+        self.settle();
+    }
+
+    /// Drains the core's outputs into the connections' mailboxes.
+    fn settle(&mut self) {
+        while let Some(output) = self.server.poll_output() {
+            let (conn, command) = match output {
+                Output::Send { conn, data } => (conn, Command::Send(data)),
+                Output::Close { conn } => (conn, Command::Close),
+                Output::Abort { conn } => (conn, Command::Abort),
+                Output::PauseRead { conn } => (conn, Command::Pause),
+                Output::ResumeRead { conn } => (conn, Command::Resume),
+            };
+            if let Some(mailbox) = self.mailboxes.get(conn.0).and_then(Option::as_ref) {
+                // Fails only when the task has ended; its `Closed` event is on its way.
+                let _ = mailbox.try_send(command);
+            }
+        }
+    }
+}
+
+/// Accepts connections until cancelled, pausing after errors instead of spinning.
+async fn accept_loop(listener: Async<TcpListener>, events: Sender<Event>) {
+    let mut failing = false;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                failing = false;
+                // Responses are whole buffers written at once: coalescing only adds delay.
+                let _ = stream.get_ref().set_nodelay(true);
+                if events.send(Event::Accepted { stream, peer }).await.is_err() {
+                    return;
+                }
+            }
+            // The peer gave up before we got to it, or a signal: try the next one.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: the pending connection stays in
+                // the backlog, so retrying at once would spin. The others are served meanwhile.
+                if !failing {
+                    eprintln!(
+                        "parlor-smol: accept failed: {e}; pausing accepts for {} ms at a time \
+                         until one succeeds",
+                        ACCEPT_PAUSE.as_millis()
+                    );
+                    failing = true;
+                }
+                Timer::after(ACCEPT_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Turns SIGINT/SIGTERM into shutdown events.
+async fn signal_loop(mut signals: async_signal::Signals, events: Sender<Event>) {
+    while let Some(signal) = signals.next().await {
+        if signal.is_ok() && events.send(Event::Shutdown { signal: true }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What one turn of a connection task saw first.
+enum Step {
+    Command(Option<Command>),
+    Read(io::Result<Vec<u8>>),
+    Wrote(io::Result<usize>),
+}
+
+/// One connection: reads what arrives, writes what the owner routes here, closes when told.
+/// Sends `Event::Closed` as its last event once the socket is dropped.
+async fn connection(
+    id: ConnId,
+    stream: Async<TcpStream>,
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+) {
+    let mut queue: VecDeque<Bytes> = VecDeque::new();
+    let mut paused = false;
+    let mut eof = false;
+    let mut closing = false;
+    let mut write_shut = false;
+    loop {
+        if closing && queue.is_empty() && !write_shut {
+            if eof {
+                break; // the peer is gone already: nothing to wait for
+            }
+            // Send FIN, then wait for the peer's, discarding what it still sends.
+            if stream.get_ref().shutdown(Shutdown::Write).is_err() {
+                break;
+            }
+            write_shut = true;
+        }
+        if write_shut && eof {
+            break;
+        }
+        let want_read = !eof && (!paused || closing);
+        let want_write = !queue.is_empty();
+
+        // Every branch is cancel-safe: a read or write happens only inside the poll that
+        // returns its result, and a command stays in the mailbox until received.
+        let step = async { Step::Command(commands.recv().await.ok()) }
+            .or(async {
+                if !want_read {
+                    return future::pending().await;
+                }
+                Step::Read(stream.read_with(read_shared).await)
+            })
+            .or(async {
+                if !want_write {
+                    return future::pending().await;
+                }
+                Step::Wrote(stream.write_with(|s| write_queue(s, &queue)).await)
+            })
+            .await;
+
+        match step {
+            // The owner is gone: the server is ending.
+            Step::Command(None) => return,
+            Step::Command(Some(first)) => {
+                let mut next = Some(first);
+                let mut abort = false;
+                while let Some(command) = next {
+                    match command {
+                        Command::Send(data) => {
+                            if !data.is_empty() && !write_shut {
+                                queue.push_back(data);
+                            }
+                        }
+                        Command::Close => closing = true,
+                        Command::Abort => abort = true,
+                        Command::Pause => paused = true,
+                        Command::Resume => paused = false,
+                    }
+                    // Take everything already there, so an Abort behind a burst acts at once.
+                    next = commands.try_recv().ok();
+                }
+                if abort {
+                    break;
+                }
+            }
+            Step::Read(Ok(data)) if data.is_empty() => {
+                eof = true;
+                if !closing && events.send(Event::Eof(id)).await.is_err() {
+                    return;
+                }
+            }
+            Step::Read(Ok(data)) => {
+                // After Close the core is done with this connection: discard.
+                if !closing && events.send(Event::Data(id, data)).await.is_err() {
+                    return;
+                }
+            }
+            Step::Wrote(Ok(0)) | Step::Read(Err(_)) | Step::Wrote(Err(_)) => break,
+            Step::Wrote(Ok(n)) => {
+                let mut left = n;
+                while left > 0 {
+                    let Some(front) = queue.front_mut() else {
+                        break;
+                    };
+                    if left >= front.len() {
+                        left -= front.len();
+                        queue.pop_front();
+                    } else {
+                        front.advance(left);
+                        left = 0;
+                    }
+                }
+                if events.send(Event::Flushed(id, n)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    drop(stream);
+    let _ = events.send(Event::Closed(id)).await;
+}
+
+thread_local! {
+    /// The read buffer all connections of this thread share: a connection waiting for bytes
+    /// owns none.
+    static READ_BUFFER: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice());
+}
+
+/// One non-blocking read into the shared buffer; returns a copy of what was read (empty at EOF).
+fn read_shared(mut stream: &TcpStream) -> io::Result<Vec<u8>> {
+    READ_BUFFER.with_borrow_mut(|buf| {
+        let n = stream.read(buf)?;
+        Ok(buf[..n].to_vec())
+    })
+}
+
+/// One non-blocking vectored write of the front of `queue`.
+fn write_queue(mut stream: &TcpStream, queue: &VecDeque<Bytes>) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut count = 0;
+    for (slot, data) in slices.iter_mut().zip(queue.iter()) {
+        *slot = IoSlice::new(data);
+        count += 1;
+    }
+    stream.write_vectored(&slices[..count])
+}
+
+/// The core answers `Err` only for adapter bugs (a stale id): loud in debug builds, logged in
+/// release builds, never fatal to the other connections.
+fn report_adapter_bug(result: Result<(), parlor_core::Error>) {
+    if let Err(e) = result {
+        debug_assert!(false, "parlor-smol: adapter bug: {e}");
+        eprintln!("parlor-smol: adapter bug: {e}");
+    }
+}
+
+/// Re-listens with a larger backlog than the standard library's 128 (calling `listen` again on
+/// a listening socket only updates its backlog on Linux and the BSDs).
+#[allow(unsafe_code)]
+fn raise_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` takes a file descriptor we own (borrowed for the call) and an integer;
+    // it touches no memory of ours. A failure leaves the old backlog, which is fine.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), BACKLOG);
+    }
+}
+
+/// Raises the soft open-file limit (`RLIMIT_NOFILE`) to the hard limit and returns the limit in
+/// force afterwards. Each connection is a file descriptor, so this is the connection ceiling.
+#[allow(unsafe_code)]
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the struct we pass, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let current = limit.rlim_cur;
+    if current >= limit.rlim_max {
+        return Ok(current);
+    }
+    // An unlimited hard limit is refused for files on Linux (the real ceiling is fs.nr_open),
+    // so try the hard limit, then a million, and keep what we have if both fail.
+    for want in [limit.rlim_max, 1 << 20] {
+        if want <= current {
+            continue;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass and nothing else.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(want);
+        }
+    }
+    Ok(current)
+}
+
+/// The default connection cap for an open-file limit: the limit minus [`FD_RESERVE`].
+pub fn default_max_connections(nofile: u64) -> usize {
+    usize::try_from(nofile.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX)
+}
+
+/// The server running in a thread of its own: what tests and embedders start.
+pub struct Runner {
+    local_addr: SocketAddr,
+    stop: StopHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Runner {
+    /// Binds `cli.listen` (port 0 picks a free port) and runs the server in a new thread.
+    pub fn start(cli: Cli) -> io::Result<Runner> {
+        let bound = Bound::bind(cli)?;
+        let local_addr = bound.local_addr();
+        let stop = bound.stop_handle();
+        let thread = std::thread::Builder::new()
+            .name("parlor-smol".into())
+            .spawn(move || bound.run())?;
+        Ok(Runner {
+            local_addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that starts a graceful shutdown without waiting for it.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Shuts down gracefully (like SIGTERM) and waits for the server to end.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> io::Result<()> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        self.stop.stop();
+        thread
+            .join()
+            .map_err(|_| io::Error::other("the server thread panicked"))?
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+/// The whole `parlor-smol` program: parses `args` (without the program name), raises the
+/// open-file limit, binds, prints the start-up line, serves until SIGINT/SIGTERM. Returns the
+/// process exit code: 0 after a clean shutdown or `--help`, 2 for a bad command line, 1 when the
+/// server cannot start.
+pub fn main_entry(program: &str, args: impl IntoIterator<Item = String>) -> i32 {
+    let nofile = match raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{program}: cannot read the open-file limit: {e}");
+            1024
+        }
+    };
+    let cli = match parse_args(program, args, default_max_connections(nofile)) {
+        Ok(CliOutcome::Run(cli)) => cli,
+        Ok(CliOutcome::Help(text)) => {
+            print!("{text}");
+            let _ = io::stdout().flush();
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return 2;
+        }
+    };
+    let listen = cli.listen;
+    let mut bound = match Bound::bind(cli) {
+        Ok(bound) => bound,
+        Err(e) => {
+            eprintln!("{program}: cannot listen on {listen}: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = bound.handle_signals() {
+        eprintln!("{program}: cannot install signal handlers: {e}");
+        return 1;
+    }
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "{}", startup_line(program, bound.local_addr()));
+    let _ = stdout.flush();
+    drop(stdout);
+    match bound.run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{program}: server failed: {e}");
+            1
+        }
+    }
+}
