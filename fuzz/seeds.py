@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the `parse` and `split` targets (fuzz/corpus/<target>/seed-*).
+"""Writes the seed corpus of the fuzz targets (fuzz/corpus/<target>/seed-*).
 
 The inputs follow the decoding in core/src/fuzzing.rs: `parse` is one selector byte (its low two
 bits pick the limits: 0 default, 1 and 3 tiny, 2 small) then the stream; `split` is a selector
 byte, a cuts byte (low four bits: how many cut points follow, two bytes each, little-endian;
-high bit: feed byte by byte) then the stream. Run from anywhere; it rewrites only seed-* files.
+high bit: feed byte by byte) then the stream. `machine` is a config byte then operations, as
+documented in core/src/fuzzing/machine.rs. Run from anywhere; it rewrites only seed-* files.
 """
 import os
 import struct
@@ -78,6 +79,66 @@ SPLIT = [
 ]
 
 
+# The machine's operations (core/src/fuzzing/machine.rs). Connections are picked by index among
+# the open ones, lowest id first. Templates: 0 subscribe, 1 subscribe JSON (Accept), 2 subscribe
+# format=json, 3 subscribe HTTP/1.0 with Last-Event-ID, 4 publish text, 5 publish JSON, 6 publish
+# form, 7 chunked publish with Expect, 8 GET /, 9 /metrics, 10 HEAD /healthz, 11 DELETE, 12 CSS.
+# Room: 0 a, 1 b, 2 none (main), 3 c. Flags: low 3 bits the cursor (2 since=0, 3 epoch-0, 4 ahead,
+# 5 other epoch, 6-7 last seen), 0x08 Connection: close, bits 4-5 Origin, bits 6-7 text and id.
+def accept(peer=0): return bytes([0, peer])
+def raw(conn, data):
+    assert len(data) < 128
+    return bytes([1, conn, len(data)]) + data
+def req(conn, template, room=0, flags=0, split=False):
+    return bytes([2, conn, template | (0x80 if split else 0), room, flags])
+def eof(conn): return bytes([3, conn])
+def flush(conn, amount=255): return bytes([4, conn, amount])
+def closed(conn): return bytes([5, conn])
+def wait(step=7): return bytes([6, step])
+SHUTDOWN = bytes([7])
+def stale(which=0, call=0): return bytes([8, which, call])
+FINISH = bytes([9])
+
+MACHINE = {
+    # A held poll answered by a publish, in each representation.
+    "publish-wakes-poll": bytes([0]) + accept() + req(0, 0) + accept(1) + req(1, 4) + flush(0) + flush(1)
+    + req(0, 1, 0, 6) + req(1, 5) + req(0, 2, 0, 2) + req(1, 6) + flush(0) + flush(1),
+    # History: catch up with since=0, a cursor, another epoch, an ahead cursor; HTTP/1.0 poll.
+    "history": bytes([0]) + accept() + req(0, 4) + req(0, 5, 0, 0x40) + req(0, 0, 0, 2) + req(0, 1, 0, 3)
+    + req(0, 2, 0, 5) + req(0, 0, 0, 4) + req(0, 3) + flush(0) + wait(),
+    # A poll times out (204), then pipelined requests behind a new held poll.
+    "timeout-pipeline": bytes([0]) + accept() + req(0, 0, 1) + wait() + req(0, 0, 1) + req(0, 9) + req(0, 8)
+    + accept() + req(1, 4, 1) + flush(0) + flush(1) + wait(),
+    # Tiny caps: bytes behind a held poll pause reading; the answer resumes it.
+    "pause-resume": bytes([1]) + accept() + req(0, 0) + raw(0, b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n" * 3)
+    + raw(0, b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n" * 3) + raw(0, b"GET /")
+    + accept() + req(1, 4) + flush(0) + flush(1) + wait(3),
+    # Tiny caps: the connection cap, the per-address cap, the room cap, rate limit, message cap.
+    "caps": bytes([1]) + accept() + accept() + accept() + accept(1) + accept(2) + FINISH
+    + req(0, 4, 0) + req(0, 4, 1) + req(0, 4, 3) + req(0, 4, 0, 0x40) + req(0, 4, 0, 0x80)
+    + req(1, 5, 0, 0x80) + flush(0) + flush(1),
+    # Tiny caps: the page is larger than the unsent cap: cut off with Abort.
+    "unsent-cap": bytes([1]) + accept() + req(0, 8) + req(0, 12) + FINISH + accept() + req(0, 12) + flush(0, 3),
+    # Peer errors: garbage, a head that never ends, a request cut by EOF, DELETE, Origin.
+    "peer-errors": bytes([1]) + accept() + raw(0, b"\x00\x01 nonsense\r\n\r\n") + FINISH
+    + accept() + raw(0, b"GET /subscribe HTTP/1.1\r\nHo") + wait(3) + FINISH
+    + accept() + req(0, 11) + req(0, 4, 0, 0x30) + req(0, 4, 0, 0x20) + req(0, 4, 0, 0x10)
+    + raw(0, b"POST /publish HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\nab") + eof(0),
+    # Expect: 100-continue with a chunked body, split in two reads; HEAD; Connection: close.
+    "continue-split": bytes([0]) + accept() + req(0, 7, 0, 0, True) + req(0, 10, 8, 0, True) + FINISH
+    + accept() + req(0, 9, 0, 0x08) + req(0, 0, 2, 0x08) + req(0, 4, 2, 0, True) + flush(0),
+    # EOF while held, closes, and inputs naming closed or unknown connections.
+    "eof-stale": bytes([0]) + accept() + req(0, 0) + eof(0) + stale(0, 1) + FINISH + stale(0, 0) + stale(0, 1)
+    + stale(0, 2) + stale(0, 3) + accept() + closed(0) + stale(1, 2),
+    # Graceful shutdown with a held poll, an idle connection, a half request; then a new one.
+    "shutdown": bytes([0]) + accept() + req(0, 0) + accept() + accept() + raw(2, b"GET / HT")
+    + SHUTDOWN + accept() + FINISH + wait(4) + wait(),
+    # Idle and head timeouts, time steps.
+    "timers": bytes([1]) + accept() + wait(0) + wait(1) + wait(2) + accept() + req(1, 8) + wait(3)
+    + wait(5) + FINISH + wait(6) + wait(),
+}
+
+
 def write(target, name, data):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -87,7 +148,7 @@ def write(target, name, data):
 
 
 def main():
-    for target in ("parse", "split"):
+    for target in ("parse", "split", "machine"):
         d = os.path.join(HERE, "corpus", target)
         for f in os.listdir(d) if os.path.isdir(d) else []:
             if f.startswith("seed-"):
@@ -103,6 +164,8 @@ def main():
             data = bytes([sel, len(cuts)]) + b"".join(struct.pack("<H", c) for c in cuts) + stream
             tag = "cuts"
         write("split", f"{name}-{sel}-{tag}", data)
+    for name, data in MACHINE.items():
+        write("machine", name, data)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,14 @@
 //!   error with a status, nothing comes out after an error, buffering stays within the caps.
 //! * [`split`]: the same bytes fed whole and split at fuzzer-chosen points give the same
 //!   requests, errors and encoded responses.
+//! * [`machine`]: a decoded sequence of adapter inputs against a [`Server`](crate::Server), with
+//!   its invariants checked after every step (see the `machine` module).
 
 use crate::http::{HttpError, Limits, Method, ReadEvent, Request, RequestReader, Version};
 use crate::response::{self, Persist, Response};
+
+mod machine;
+pub use machine::{config_for, machine};
 
 /// Longest chunk-size line the reader buffers (`MAX_CHUNK_LINE` in `http.rs`).
 const CHUNK_LINE: usize = 1024;
@@ -317,6 +322,14 @@ mod tests {
     #[test]
     fn corpus_split() {
         assert!(replay("split", super::split) > 0, "no corpus for split");
+    }
+
+    #[test]
+    fn corpus_machine() {
+        assert!(
+            replay("machine", super::machine) > 0,
+            "no corpus for machine"
+        );
     }
 
     #[test]
