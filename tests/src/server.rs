@@ -144,8 +144,28 @@ impl Server {
     /// Starts `kind` on `127.0.0.1:0` with these extra flags, and waits for its start-up line
     /// `parlor-X listening on http://ADDR`.
     pub fn with_args(kind: Kind, args: &[&str]) -> Server {
+        Server::spawn(kind, None, args)
+    }
+
+    /// Like [`Server::with_args`], with the process's open-file limit (`RLIMIT_NOFILE`) set to
+    /// `nofile` (through `sh -c 'ulimit -n N; exec ...'`, so the pid is the server's).
+    pub fn with_nofile(kind: Kind, nofile: u32, args: &[&str]) -> Server {
+        Server::spawn(kind, Some(nofile), args)
+    }
+
+    fn spawn(kind: Kind, nofile: Option<u32>, args: &[&str]) -> Server {
         let binary = kind.binary();
-        let mut child = Command::new(&binary)
+        let mut cmd = match nofile {
+            None => Command::new(&binary),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(&binary);
+                c
+            }
+        };
+        let mut child = cmd
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(args)

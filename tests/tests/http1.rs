@@ -10,6 +10,7 @@ both!(
     keep_alive,
     pipelining,
     pipelining_behind_held_poll,
+    pipeline_cap_pauses_reading,
     http10_closes,
     http10_keep_alive,
     connection_close_honoured,
@@ -489,4 +490,40 @@ fn slow_reader_cut_off(kind: Kind) {
     );
     other.get("/healthz").assert_status(200);
     let _ = Client::connect(s.addr()).get("/healthz").assert_status(200);
+}
+
+fn pipeline_cap_pauses_reading(kind: Kind) {
+    // Far more pipelined bytes behind a held poll than --max-pipeline-bytes: the server pauses
+    // reading (the kernel buffers the rest) and, once the poll is answered, resumes and answers
+    // every request in order.
+    let s = Server::with_args(kind, &["--max-pipeline-bytes", "4096"]);
+    let mut c = s.client();
+    let host = c.host().to_owned();
+    let mut bytes = parlor_tests::request("GET", "/subscribe?room=cap", &host, &[], b"");
+    let n = 2000;
+    for i in 0..n {
+        bytes.extend(parlor_tests::request(
+            "GET",
+            &format!("/healthz?n={i}"),
+            &host,
+            &[],
+            b"",
+        ));
+    }
+    let writer = c.stream().try_clone().expect("clone");
+    let pump = std::thread::spawn(move || {
+        let mut w = writer;
+        w.write_all(&bytes).map(|_| bytes.len())
+    });
+    c.expect_nothing(Duration::from_millis(500));
+    s.publish("cap", "go");
+    let r = c.read_response();
+    assert_eq!(r.text(), "go");
+    for i in 0..n {
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "pipelined request {i}:\n{r}");
+        assert_eq!(r.text(), "ok\n");
+    }
+    pump.join().expect("pump").expect("all requests written");
+    c.expect_nothing(Duration::from_millis(100));
 }

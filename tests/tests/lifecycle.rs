@@ -9,6 +9,9 @@ both!(
     sigterm_answers_held_polls,
     sigint_exits,
     healthz_during_shutdown,
+    connection_cap,
+    connection_cap_per_address,
+    out_of_file_descriptors,
 );
 
 const HELD: usize = 5000;
@@ -149,4 +152,109 @@ fn healthz_during_shutdown(kind: Kind) {
     );
     let status = s.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
+}
+
+/// A connection past a cap gets `503` and is closed; the cap frees up when a connection closes.
+fn refused_past_cap(s: &Server, open: &mut Vec<Client>, cap: usize) {
+    for _ in 0..cap {
+        let mut c = s.client();
+        c.get("/healthz").assert_status(200);
+        open.push(c);
+    }
+    let mut extra = s.client();
+    let r = extra.read_response();
+    r.assert_error(503).assert_closes();
+    extra.expect_closed(Duration::from_secs(5));
+    // The server may linger until the client closes too (bounded by its timeouts): close it.
+    drop(extra);
+    // The ones inside the cap are still served.
+    for c in open.iter_mut() {
+        c.get("/healthz").assert_status(200);
+    }
+    // Closing one makes room.
+    drop(open.pop());
+    parlor_tests::eventually(Duration::from_secs(5), "a slot frees after a close", || {
+        let mut c = s.client();
+        c.send_request("GET", "/healthz", &[], b"");
+        let r = c.read_response();
+        (r.status == 200).then_some(())
+    });
+}
+
+fn connection_cap(kind: Kind) {
+    let s = Server::with_args(kind, &["--max-connections", "3"]);
+    let mut open = Vec::new();
+    refused_past_cap(&s, &mut open, 3);
+}
+
+fn connection_cap_per_address(kind: Kind) {
+    // DESIGN §5: when set, the per-address cap applies to loopback too.
+    let s = Server::with_args(kind, &["--max-connections-per-ip", "2"]);
+    let mut open = Vec::new();
+    refused_past_cap(&s, &mut open, 2);
+}
+
+/// CPU time (user + system) the process has used, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn out_of_file_descriptors(kind: Kind) {
+    // A connection cap above what the open-file limit allows: accept fails with EMFILE. The
+    // server must neither die nor spin, and must serve again once descriptors free up.
+    let s = Server::with_nofile(kind, 64, &["--max-connections", "1000"]);
+    let mut clients: Vec<Client> = Vec::new();
+    for _ in 0..100 {
+        let mut c = s.client();
+        c.send_request("GET", "/healthz", &[], b"");
+        clients.push(c);
+    }
+    // Some were answered, the rest wait in the listen backlog (or were refused).
+    let mut answered = 0;
+    let mut waiting = Vec::new();
+    std::thread::sleep(Duration::from_millis(500));
+    for mut c in clients {
+        c.set_timeout(Duration::from_millis(20));
+        match c.try_read_response(false) {
+            Ok(r) if r.status == 200 => {
+                answered += 1;
+                waiting.push(c);
+            }
+            Ok(r) => assert_eq!(r.status, 503, "past the limit: 503 or wait, got\n{r}"),
+            Err(parlor_tests::client::ReadError::Timeout(b)) if b.is_empty() => waiting.push(c),
+            Err(_) => {} // closed: fine
+        }
+    }
+    assert!(answered > 0, "nothing was answered");
+    assert!(
+        answered < 100,
+        "all 100 connections were served: the open-file limit of 64 did not take effect"
+    );
+    // Not spinning: while out of descriptors the loop uses little CPU.
+    let before = cpu_time(s.pid());
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_time(s.pid()) - before;
+    assert!(
+        used < t.elapsed() / 2,
+        "server used {used:?} of CPU in {:?} while out of file descriptors: spinning",
+        t.elapsed()
+    );
+    // Free everything: the server serves new connections again.
+    drop(waiting);
+    parlor_tests::eventually(Duration::from_secs(10), "served again after EMFILE", || {
+        let mut c = s.client();
+        c.set_timeout(Duration::from_secs(2));
+        c.send_request("GET", "/healthz", &[], b"");
+        match c.try_read_response(false) {
+            Ok(r) if r.status == 200 => Some(()),
+            _ => None,
+        }
+    });
 }
