@@ -47,9 +47,14 @@ impl Kind {
     }
 }
 
-/// The workspace root (the parent of this package).
+/// The workspace root (the parent of this package). Cargo sets `CARGO_MANIFEST_DIR` when it
+/// runs a test; the value compiled in is the fallback (it can name another checkout when two share
+/// one target directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
