@@ -34,6 +34,7 @@ both!(
     json_batch,
     json_batch_cap,
     gap_after_eviction,
+    gap_after_byte_eviction,
     cursor_of_another_epoch,
     invalid_cursor,
     held_poll_then_publish,
@@ -293,6 +294,21 @@ fn publish_no_content_type(kind: Kind) {
     let g = s.get("/subscribe?room=t&since=0");
     assert_eq!(g.text(), "raw body");
     assert_eq!(g.cursor(), cursor);
+    // Media types are case-insensitive (RFC 9110 §8.3.1).
+    let r = s.exchange(
+        "POST",
+        "/publish?room=t",
+        &[("Content-Type", "Text/Plain; Charset=UTF-8")],
+        b"mixed case",
+    );
+    r.assert_status(200);
+    let r = s.exchange(
+        "POST",
+        "/publish?room=t",
+        &[("Content-Type", "APPLICATION/JSON")],
+        br#"{"message":"json"}"#,
+    );
+    r.assert_status(200);
 }
 
 fn publish_form(kind: Kind) {
@@ -706,6 +722,38 @@ fn gap_after_eviction(kind: Kind) {
     let r = s.get(&format!("/subscribe?room=g&since={}", cs[2]));
     assert_eq!(r.text(), "m4");
     assert_eq!(r.header("Parlor-Gap"), None);
+}
+
+fn gap_after_byte_eviction(kind: Kind) {
+    // A room's history is bounded in bytes too: four 16-byte messages do not fit in 40 bytes.
+    let s = Server::with_args(
+        kind,
+        &["--history-bytes", "40", "--max-message-bytes", "16"],
+    );
+    let cs: Vec<String> = (1..=4)
+        .map(|i| s.publish("g", &format!("message-{i:07}")))
+        .collect();
+    let r = s.get(&format!("/subscribe?room=g&since={}&format=json", cs[0]));
+    r.assert_status(200);
+    let v = r.json();
+    let msgs = v["messages"].as_array().expect("messages");
+    let gap = v["gap"].as_u64().expect("gap");
+    assert!(
+        gap >= 1,
+        "older messages were evicted by size: a gap is signalled\n{r}"
+    );
+    assert_eq!(
+        gap as usize + msgs.len(),
+        3,
+        "missed + delivered = the 3 messages after the cursor\n{r}"
+    );
+    assert_eq!(msgs.last().unwrap()["text"], "message-0000004");
+    let plain = s.get(&format!("/subscribe?room=g&since={}", cs[0]));
+    assert_eq!(
+        plain.header("Parlor-Gap"),
+        Some(gap.to_string().as_str()),
+        "{plain}"
+    );
 }
 
 fn cursor_of_another_epoch(kind: Kind) {
