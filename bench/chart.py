@@ -218,6 +218,7 @@ def sweep_table(rows, names):
     ns = sorted({r["n"] for r in rows if r["mode"] == "fanout"})
     if not ns:
         return ""
+    names = [n for n in names if any(r["mode"] == "fanout" and r["server"] == n for r in rows)]
     lines = ["| N | " + " | ".join(names) + " |", "| ---: |" + " ---: |" * len(names)]
     for n in ns:
         cells = []

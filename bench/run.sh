@@ -128,12 +128,68 @@ for s in "${servers[@]}"; do
     stop_server
 done
 
+# nginx as an outside reference for plain requests, when installed (apt-get install nginx-light):
+# one worker process like the single-threaded servers, the same index.html at /, and
+# POST /publish answered 200 after reading the body.
+start_nginx() {
+    local port dir
+    port=$(free_port)
+    dir="$LOGDIR/nginx"
+    mkdir -p "$dir/html"
+    cp core/assets/index.html "$dir/html/index.html"
+    cat >"$dir/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+error_log $dir/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 10000000;
+    server {
+        listen 127.0.0.1:$port;
+        root $dir/html;
+        default_type text/html;
+        location = / { try_files /index.html =404; }
+        location = /publish { client_body_in_single_buffer on; return 200 "ok\n"; }
+    }
+}
+EOF
+    nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/out.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 50); do
+        if python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; then
+            SERVER_URL="http://127.0.0.1:$port"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "nginx did not start:" >&2
+    cat "$dir/out.log" "$dir/error.log" >&2 || true
+    return 1
+}
+
 for req in get publish; do
     for s in "${servers[@]}"; do
         start_server "$s"
         load "$s" http --request "$req" --connections 50 --duration "$HTTP_T"
         stop_server
     done
+    if command -v nginx >/dev/null && [[ -z "${BENCH_NO_NGINX:-}" ]]; then
+        if start_nginx; then
+            "$BIN/parlor-load" http --request "$req" --connections 50 --duration "$HTTP_T" \
+                --url "$SERVER_URL" --pid "$SERVER_PID" --label nginx --json "$OUT" ||
+                echo "parlor-load http against nginx failed" >&2
+            stop_server
+            sleep 1
+        fi
+    fi
 done
 
 echo "results: $OUT" >&2

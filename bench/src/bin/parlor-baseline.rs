@@ -6,7 +6,7 @@
 //! * `GET /subscribe...`: hold the connection;
 //! * `POST /publish...`: read the `Content-Length` body, build one response containing it, write
 //!   that same prebuilt response to every held connection, then answer `200` to the publisher;
-//! * `GET /`: a small prebuilt page; anything else: a prebuilt `404`.
+//! * `GET /`: a prebuilt page (Parlor's own `index.html`); anything else: a prebuilt `404`.
 //!
 //! No rooms, no cursors, no history, no timeouts, no limits beyond a 64 KiB request buffer: a
 //! subscriber that re-polls after a delivery misses whatever was published in between (the
@@ -23,7 +23,8 @@ use mio::{Events, Interest, Poll, Token};
 const LISTENER: Token = Token(usize::MAX);
 const MAX_BUFFER: usize = 64 * 1024;
 
-const PAGE: &str = "<!doctype html><title>baseline</title><p>hi\n";
+/// The same page Parlor serves at `/`, so that `GET /` moves the same number of bytes.
+const PAGE: &str = include_str!("../../../core/assets/index.html");
 
 /// A complete response with a correct `Content-Length`.
 fn prebuilt(status: &str, extra: &str, body: &str) -> Rc<[u8]> {
