@@ -342,6 +342,22 @@ impl Server {
         crate::parse_metrics(r.text())
     }
 
+    /// Waits (at most 10 s) until the server reports at least `n` held polls in `/metrics` (the
+    /// gauge whose name says "held"), so a test can publish knowing its polls are registered.
+    #[track_caller]
+    pub fn wait_held(&self, n: usize) {
+        crate::eventually(
+            Duration::from_secs(10),
+            &format!("{n} held polls in /metrics"),
+            || {
+                let samples = self.metrics();
+                let held: Vec<_> = samples.iter().filter(|s| s.name.contains("held")).collect();
+                assert!(!held.is_empty(), "/metrics has no held-polls gauge");
+                held.iter().any(|s| s.value >= n as f64).then_some(())
+            },
+        );
+    }
+
     /// Sends a signal (`TERM`, `INT`, ...) with the `kill` command.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

@@ -128,7 +128,7 @@ fn routing_metrics(kind: Kind) {
     s.get("/nope").assert_status(404);
     let mut held = s.client();
     held.send_request("GET", "/subscribe?room=main", &[], b"");
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_held(1);
 
     let r = s.get("/metrics");
     r.assert_status(200).assert_dynamic();
@@ -812,8 +812,8 @@ fn held_poll_then_publish(kind: Kind) {
     let s = Server::start(kind);
     let mut c = s.client();
     c.send_request("GET", "/subscribe?room=h", &[], b"");
-    // Give the server the time to take the request in, then check it is held.
-    c.expect_nothing(Duration::from_millis(500));
+    s.wait_held(1);
+    c.expect_nothing(Duration::from_millis(300));
     let t = Instant::now();
     let cursor = s.publish("h", "hello, waiter");
     let r = c.read_response();
@@ -851,7 +851,7 @@ fn held_polls_fan_out(kind: Kind) {
         };
         c.send_request("GET", target, &[], b"");
     }
-    std::thread::sleep(Duration::from_millis(500));
+    s.wait_held(20);
     let cursor = s.publish("f", "to all");
     for (i, c) in clients.iter_mut().enumerate() {
         let r = c.read_response();

@@ -112,8 +112,9 @@ fn pipelining_behind_held_poll(kind: Kind) {
     bytes.extend(parlor_tests::request("HEAD", "/", &host, &[], b""));
     bytes.extend(parlor_tests::request("GET", "/chat.css", &host, &[], b""));
     c.send(&bytes);
+    s.wait_held(1);
     // Answers are in order: nothing until the poll is answered.
-    c.expect_nothing(Duration::from_millis(500));
+    c.expect_nothing(Duration::from_millis(300));
     let cursor = s.publish("hp", "release");
     let r = c.read_response();
     r.assert_status(200);
@@ -440,6 +441,7 @@ fn idle_keep_alive_closed(kind: Kind) {
     // A held poll is not idle: it is answered by the poll timeout (25 s), not closed at 300 ms.
     let mut c = s.client();
     c.send_request("GET", "/subscribe?room=idle", &[], b"");
+    s.wait_held(1);
     c.expect_nothing(Duration::from_millis(800));
     s.publish("idle", "still here");
     assert_eq!(c.read_response().text(), "still here");
@@ -515,7 +517,8 @@ fn pipeline_cap_pauses_reading(kind: Kind) {
         let mut w = writer;
         w.write_all(&bytes).map(|_| bytes.len())
     });
-    c.expect_nothing(Duration::from_millis(500));
+    s.wait_held(1);
+    c.expect_nothing(Duration::from_millis(300));
     s.publish("cap", "go");
     let r = c.read_response();
     assert_eq!(r.text(), "go");

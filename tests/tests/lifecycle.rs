@@ -34,7 +34,7 @@ fn five_thousand_held_polls(kind: Kind) {
         );
     }
     // Let the server take them all in; check they are held (a sample stays quiet).
-    std::thread::sleep(Duration::from_millis(500));
+    s.wait_held(HELD);
     for c in clients.iter_mut().step_by(500) {
         c.expect_nothing(Duration::from_millis(10));
     }
@@ -77,7 +77,7 @@ fn sigterm_answers_held_polls(kind: Kind) {
         .collect();
     let mut idle = s.client();
     idle.get("/healthz").assert_status(200);
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_held(3);
     for c in polls.iter_mut() {
         c.expect_nothing(Duration::from_millis(10));
     }
@@ -131,7 +131,7 @@ fn healthz_during_shutdown(kind: Kind) {
     held.send_request("GET", "/subscribe?room=h", &[], b"");
     let mut other = s.client();
     other.get("/healthz").assert_status(200);
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_held(1);
     s.signal("TERM");
     std::thread::sleep(Duration::from_millis(200));
     let _ = other.try_send(&parlor_tests::request(
