@@ -26,6 +26,7 @@ both!(
     publish_unsupported_type,
     publish_origin,
     publish_allow_origin,
+    options_and_cors,
     publish_rate_limit,
     cursors_sequence,
     since_answers_at_once,
@@ -485,6 +486,111 @@ fn publish_allow_origin(kind: Kind) {
     post("http://chat.example").assert_status(200);
     post("http://evil.example").assert_error(403);
     post(&format!("http://{}", s.host())).assert_status(200);
+}
+
+fn options_and_cors(kind: Kind) {
+    let s = Server::with_args(kind, &["--allow-origin", "http://chat.example"]);
+    let has = |list: &str, item: &str| list.split(',').any(|t| t.trim().eq_ignore_ascii_case(item));
+    // OPTIONS on a known path: 204 with Allow.
+    for (target, method) in [
+        ("/publish?room=c", "POST"),
+        ("/subscribe?room=c", "GET"),
+        ("/", "GET"),
+    ] {
+        let r = s.exchange("OPTIONS", target, &[], b"");
+        r.assert_status(204);
+        let allow = r.must_header("Allow");
+        assert!(
+            has(allow, method),
+            "OPTIONS {target}: Allow {allow:?} lacks {method}"
+        );
+        assert_eq!(
+            r.header("Access-Control-Allow-Origin"),
+            None,
+            "no CORS without an Origin\n{r}"
+        );
+    }
+    s.exchange("OPTIONS", "/nope", &[], b"").assert_error(404);
+
+    // A preflight from an allowed origin.
+    let preflight = |origin: &str| {
+        s.exchange(
+            "OPTIONS",
+            "/publish?room=c",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                ("Access-Control-Request-Headers", "content-type"),
+            ],
+            b"",
+        )
+    };
+    let r = preflight("http://chat.example");
+    r.assert_status(204);
+    assert_eq!(
+        r.header("Access-Control-Allow-Origin"),
+        Some("http://chat.example"),
+        "{r}"
+    );
+    let methods = r.must_header("Access-Control-Allow-Methods");
+    assert!(
+        has(methods, "POST"),
+        "Access-Control-Allow-Methods {methods:?}"
+    );
+    let headers = r.must_header("Access-Control-Allow-Headers");
+    assert!(
+        has(headers, "content-type"),
+        "Access-Control-Allow-Headers {headers:?}"
+    );
+    // From any other origin: 403.
+    preflight("http://evil.example").assert_error(403);
+
+    // Answers to an allowed origin carry the CORS headers.
+    let origin = [
+        ("Origin", "http://chat.example"),
+        ("Content-Type", "application/json"),
+    ];
+    let r = s.exchange("POST", "/publish?room=c", &origin, br#"{"message":"x"}"#);
+    r.assert_status(200);
+    let check_cors = |r: &parlor_tests::Response| {
+        assert_eq!(
+            r.header("Access-Control-Allow-Origin"),
+            Some("http://chat.example"),
+            "{r}"
+        );
+        let expose = r.must_header("Access-Control-Expose-Headers");
+        assert!(
+            has(expose, "Parlor-Cursor") && has(expose, "Parlor-Gap"),
+            "Access-Control-Expose-Headers {expose:?}"
+        );
+        let vary = r.headers_named("Vary").join(",");
+        assert!(has(&vary, "Origin"), "Vary {vary:?} lacks Origin\n{r}");
+    };
+    check_cors(&r);
+    let r = s.exchange(
+        "GET",
+        "/subscribe?room=c&since=0",
+        &[("Origin", "http://chat.example")],
+        b"",
+    );
+    r.assert_status(200);
+    check_cors(&r);
+    // A held poll from that origin too.
+    let mut c = s.client();
+    c.send_request(
+        "GET",
+        "/subscribe?room=c&format=json",
+        &[("Origin", "http://chat.example")],
+        b"",
+    );
+    s.wait_held(1);
+    s.publish("c", "y");
+    let r = c.read_response();
+    r.assert_status(200);
+    check_cors(&r);
+    // Same-origin and origin-less answers carry none.
+    let r = s.get("/subscribe?room=c&since=0");
+    assert_eq!(r.header("Access-Control-Allow-Origin"), None, "{r}");
 }
 
 fn publish_rate_limit(kind: Kind) {
