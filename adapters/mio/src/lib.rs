@@ -125,6 +125,10 @@ pub struct EventLoop {
     accept_pending: bool,
     /// Accepting is paused until then (after `EMFILE` and friends).
     accept_paused_until: Option<Instant>,
+    /// An accept error was logged and no accept has succeeded since: log the next one only
+    /// once accepting works again, so running out of descriptors logs once, not ten times a
+    /// second.
+    accept_error_logged: bool,
     shutdown_grace: Duration,
     /// Set when a graceful shutdown starts: the loop ends at this time at the latest.
     grace_deadline: Option<Instant>,
@@ -164,6 +168,7 @@ impl EventLoop {
             pending_read: VecDeque::new(),
             accept_pending: false,
             accept_paused_until: None,
+            accept_error_logged: false,
             shutdown_grace,
             grace_deadline: None,
             hard_stop: false,
@@ -326,7 +331,10 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.add_conn(stream, peer, now),
+                Ok((stream, peer)) => {
+                    self.accept_error_logged = false;
+                    self.add_conn(stream, peer, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The peer gave up before we got to it, or a signal: try the next one.
                 Err(e)
@@ -339,10 +347,14 @@ impl EventLoop {
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: the pending connection stays in
                     // the backlog, so retrying at once would spin. Serve the others meanwhile.
-                    eprintln!(
-                        "parlor-mio: accept failed: {e}; pausing accepts for {} ms",
-                        ACCEPT_PAUSE.as_millis()
-                    );
+                    if !self.accept_error_logged {
+                        self.accept_error_logged = true;
+                        eprintln!(
+                            "parlor-mio: accept failed: {e}; pausing accepts for {} ms at a \
+                             time until it succeeds (existing connections are still served)",
+                            ACCEPT_PAUSE.as_millis()
+                        );
+                    }
                     self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     return;
                 }

@@ -169,3 +169,80 @@ fn an_address_in_use_is_an_error_not_a_panic() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("cannot listen on"), "{err}");
 }
+
+/// CPU time (user + system) the process has used, in clock ticks (usually 1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Out of file descriptors (`EMFILE`): the loop neither dies nor spins, keeps serving the
+/// connections it has, and accepts again once descriptors are free.
+#[test]
+fn running_out_of_descriptors_pauses_accepting_only() {
+    let mut child = Command::new("bash")
+        .args(["-c", r#"ulimit -n 40 && exec "$0" "$@""#, BIN])
+        .args(["--listen", "127.0.0.1:0", "--max-connections", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn parlor-mio under ulimit -n 40");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim_end()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("start-up line {line:?}"));
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut server = Server { child, addr };
+    let (logged_tx, logged_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("accept failed") {
+                let _ = logged_tx.send(line);
+            }
+        }
+    });
+
+    let mut first = Client::connect(addr);
+    first.get("/healthz");
+    assert_eq!(first.response().status, 200);
+    // More connections than descriptors: the kernel completes them, the server cannot accept
+    // them all.
+    let crowd: Vec<Client> = (0..60).map(|_| Client::connect(addr)).collect();
+    let logged = logged_rx
+        .recv_timeout(PATIENCE)
+        .expect("an accept error logged");
+    assert!(logged.contains("pausing accepts"), "{logged}");
+
+    // Not spinning: over one second it uses a small part of one second of CPU.
+    let before = cpu_ticks(server.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(server.child.id()) - before;
+    assert!(
+        used < 50,
+        "{used} ticks of CPU in 1 s while out of descriptors"
+    );
+
+    // Existing connections are served meanwhile.
+    first.get("/healthz");
+    assert_eq!(first.response().status, 200);
+
+    // Descriptors come back: new connections are accepted again.
+    drop(crowd);
+    let mut late = Client::connect(addr);
+    late.get("/healthz");
+    assert_eq!(late.response().status, 200);
+    drop((first, late));
+
+    signal(&server.child, "TERM");
+    assert_eq!(wait_exit(&mut server.child).code(), Some(0));
+}
