@@ -45,6 +45,9 @@ struct Conn {
     offset: usize,
     held: bool,
     close_after_write: bool,
+    /// Registered for writability: only while a write would block. Always watching for it
+    /// would wake the loop once per ACK on every connection written to.
+    watching_writes: bool,
 }
 
 struct Server {
@@ -168,11 +171,7 @@ impl Server {
                     if self
                         .poll
                         .registry()
-                        .register(
-                            &mut stream,
-                            Token(id),
-                            Interest::READABLE | Interest::WRITABLE,
-                        )
+                        .register(&mut stream, Token(id), Interest::READABLE)
                         .is_err()
                     {
                         self.free.push(id);
@@ -185,6 +184,7 @@ impl Server {
                         offset: 0,
                         held: false,
                         close_after_write: false,
+                        watching_writes: false,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -330,10 +330,31 @@ impl Server {
                         c.offset = 0;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.watching_writes {
+                        c.watching_writes = true;
+                        let interest = Interest::READABLE | Interest::WRITABLE;
+                        if self
+                            .poll
+                            .registry()
+                            .reregister(&mut c.stream, Token(id), interest)
+                            .is_err()
+                        {
+                            self.close(id);
+                        }
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.close(id),
             }
+        }
+        if c.watching_writes {
+            c.watching_writes = false;
+            let _ = self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, Token(id), Interest::READABLE);
         }
         if c.close_after_write {
             self.close(id);
