@@ -668,7 +668,7 @@ impl Server {
         }
         let head = request.method == Method::Head;
         let allowed = match request.path() {
-            "/" | "/index.html" | "/chat.js" | "/chat.css" | "/healthz" | "/metrics" => "GET, HEAD",
+            "/" | "/chat.js" | "/chat.css" | "/healthz" | "/metrics" => "GET, HEAD",
             "/subscribe" => "GET",
             "/publish" => "POST",
             _ => return self.error(id, 404, "not found", &[], persist, now),
@@ -693,7 +693,7 @@ impl Server {
             );
         }
         match request.path() {
-            "/" | "/index.html" => {
+            "/" => {
                 let data = self.page.get(persist, head);
                 self.answer(id, data, persist, now);
             }
