@@ -213,3 +213,44 @@ fn graceful_stop_answers_held_polls() {
     // The listener is gone.
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+/// Requests pipelined behind a held poll past `--max-pipeline-bytes` pause reading; once the
+/// poll is answered, reading resumes (edge-triggered: the adapter must retry by itself) and every
+/// buffered request is answered, in order.
+#[test]
+fn reading_pauses_behind_a_held_poll_and_resumes() {
+    const N: usize = 3000;
+    let server = start(&["--max-pipeline-bytes", "1024"]);
+    let addr = server.local_addr();
+    let mut c = Client::connect(addr);
+    c.get("/subscribe?room=paused");
+    wait_held(addr, 1);
+    let mut burst = Vec::new();
+    for i in 0..N {
+        burst.extend_from_slice(
+            format!("GET /healthz?n={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
+    }
+    // ~130 KB, far past the 1 KiB cap; written from a thread in case the kernel's buffers fill.
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&burst));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        metric(addr, "parlor_held_polls"),
+        1,
+        "still held while paused"
+    );
+
+    let mut publisher = Client::connect(addr);
+    publisher.publish("paused", "go");
+    assert_eq!(publisher.response().status, 200);
+    let first = c.response();
+    assert_eq!((first.status, first.text()), (200, "go"));
+    for _ in 0..N {
+        let r = c.response();
+        assert_eq!((r.status, r.text()), (200, "ok\n"));
+    }
+    sender.join().unwrap().unwrap();
+    drop((c, publisher));
+    server.shutdown().unwrap();
+}
