@@ -71,6 +71,14 @@ pub(crate) fn publish_body(media: &str, body: &[u8]) -> Result<Publish, Refusal>
             let message = String::from_utf8(body.to_vec()).map_err(|_| NOT_UTF8)?;
             Ok(Publish { message, id: None })
         }
+        "application/x-www-form-urlencoded" if !body.contains(&b'=') => {
+            // `curl -d 'hello'` sends a form that is just the text: take it as the message.
+            let message = decode(body)
+                .ok()
+                .and_then(|m| String::from_utf8(m).ok())
+                .ok_or((400, "form body is not valid UTF-8 or percent-encoding"))?;
+            Ok(Publish { message, id: None })
+        }
         "application/x-www-form-urlencoded" => {
             let message = field(body, "message")
                 .map_err(|()| (400, "form field is not valid UTF-8 or percent-encoding"))?

@@ -62,7 +62,10 @@ pub enum Output {
         data: Bytes,
     },
     /// Close the connection once everything queued for it is written, then call
-    /// [`Server::handle_closed`].
+    /// [`Server::handle_closed`]. Close gracefully: write what is queued, shut down the sending
+    /// side, and read and discard until the peer closes (or the core's closing deadline turns
+    /// into an `Abort`), so unread request bytes do not make the kernel reset the connection
+    /// and destroy the answer in flight.
     Close {
         /// The connection.
         conn: ConnId,
@@ -83,6 +86,19 @@ pub enum Output {
         /// The connection.
         conn: ConnId,
     },
+}
+
+impl Output {
+    /// The connection this output is for.
+    pub fn conn(&self) -> ConnId {
+        match *self {
+            Output::Send { conn, .. }
+            | Output::Close { conn }
+            | Output::Abort { conn }
+            | Output::PauseRead { conn }
+            | Output::ResumeRead { conn } => conn,
+        }
+    }
 }
 
 /// An adapter bug: never caused by what a peer sends.
@@ -304,6 +320,10 @@ impl Server {
     /// A server with this configuration (see [`Config::validate`]), started at wall-clock time
     /// `epoch_ms` (ms since the Unix epoch) and monotonic time `now`.
     pub fn new(config: Config, epoch_ms: u64, now: Instant) -> Server {
+        debug_assert!(
+            config.validate().is_ok(),
+            "Server::new needs a validated Config"
+        );
         Server {
             epoch: room::epoch_tag(epoch_ms),
             epoch_ms,
