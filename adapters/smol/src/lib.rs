@@ -9,7 +9,7 @@
 //! anyway, so more threads would only add locking):
 //!
 //! * **The owner** ([`Bound::run`]) owns the `Server`: no lock guards it. It waits for the next
-//!   [`Event`] on one bounded channel, or for the core's next deadline
+//!   `Event` on one bounded channel, or for the core's next deadline
 //!   ([`Server::poll_timeout`]) on a [`Timer`] that is reset only when the deadline changes, or
 //!   for the end of the shutdown grace. After **every** input it drains
 //!   [`Server::poll_output`] and routes each output to its connection's mailbox. It never
@@ -18,23 +18,28 @@
 //!   the owner registers them with the core and spawns their connection tasks. Accept errors
 //!   (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, anything unexpected) are logged once per episode
 //!   and pause accepting for [`ACCEPT_PAUSE`]; they never end or spin the server.
-//! * **One task per connection** reads, writes and closes its socket. It reads whatever
-//!   arrives and sends it to the owner (`Event::Data`, `Event::Eof`), writes what the owner
-//!   routes to it (`Command::Send`, in order, one vectored write per burst), and reports every
-//!   write (`Event::Flushed`), which is how the core tracks unsent bytes and cuts off a client
-//!   that stopped reading (`Command::Abort` drops the socket at once). `Command::Pause` stops
-//!   reading until `Command::Resume`. When the socket is gone it sends `Event::Closed`, its
-//!   last event, and the owner calls [`Server::handle_closed`].
+//! * **One task per connection** reads, writes and closes its socket. It sends what arrives to
+//!   the owner (`Event::Data`, `Event::Eof`), writes what the owner routes to it (`Send`, in
+//!   order, one vectored write per burst), and reports every write (`Event::Flushed`), which is
+//!   how the core tracks unsent bytes and cuts off a client that stopped reading (`Abort` drops
+//!   the socket at once). `Pause` stops reading until `Resume`. When the socket is gone it sends
+//!   `Event::Closed`, its last event, and the owner calls [`Server::handle_closed`].
 //! * **Signals** (the binary only): SIGINT or SIGTERM becomes `Event::Shutdown`.
 //!
 //! The connection tasks send on the bounded event channel, so a flood of input waits in the
-//! kernel's socket buffers instead of in memory; the owner sends to a connection through an
-//! unbounded mailbox and never waits: what bounds that memory is the core's cap on unsent bytes.
+//! kernel's socket buffers instead of in memory. The owner's side of each connection is its
+//! mailbox: the commands (`Send`, `Close`, `Abort`, `Pause`, `Resume`) coalesced into a queue of
+//! `Bytes` and three flags, plus the task's waker. Sending to it never waits and never fails;
+//! what bounds its memory is the core's cap on unsent bytes. (All tasks share one thread, so the
+//! mailbox is a `RefCell` behind an `Rc`: a general channel per connection would cost a held
+//! poll several hundred bytes more.)
 //!
 //! ## Memory per connection
-//! An idle or held connection owns no read buffer: reads go into one buffer per thread
-//! ([`READ_BUFFER_BYTES`]), and only the bytes actually read are copied into the event for the
-//! owner. A held poll costs its task, its socket's registration, its mailbox and the core's slot.
+//! A held poll costs its socket's registration with the reactor, its task (a small hand-written
+//! future, `Connection`, with no buffer), its mailbox and the core's slot. Reads go into one
+//! buffer per thread ([`READ_BUFFER_BYTES`]) and only the bytes actually read are copied into
+//! the event for the owner. Waiting for an I/O readiness uses the socket's own waker slot
+//! (`poll_readable`-style), not a registration that allocates.
 //!
 //! ## Closing
 //! A connection that the core closes (`Output::Close`) is flushed, then its sending side is shut
@@ -50,16 +55,21 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::future::Future;
+use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
 use parlor_core::config::{parse_args, startup_line, Cli, CliOutcome};
 use parlor_core::{ConnId, Output, Server};
-use smol::channel::{Receiver, Sender};
-use smol::future::{self, FutureExt};
+use smol::channel::{Receiver, Sender, TrySendError};
+use smol::future::FutureExt;
+use smol::io::{AsyncRead, AsyncWrite};
 use smol::stream::StreamExt;
 use smol::{Async, LocalExecutor, Timer};
 
@@ -70,8 +80,13 @@ pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// File descriptors kept in reserve below the open-file limit when deriving the default
 /// connection cap (the same reserve as `parlor-mio`).
 pub const FD_RESERVE: u64 = 64;
-/// Capacity of the channel from the connection tasks to the owner.
-const EVENT_CAPACITY: usize = 1024;
+/// Capacity of the channel from the connection tasks to the owner. With [`READ_BUFFER_BYTES`]
+/// it bounds the bytes read but not yet handled.
+const EVENT_CAPACITY: usize = 256;
+/// Reads discarded in one turn of a closing connection before the others get theirs.
+const DISCARDS_PER_TURN: u32 = 4;
+/// Events a connection task reports in a row before it yields to the other tasks.
+const TURNS_BEFORE_YIELD: u32 = 16;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 /// Listen backlog: bursts of thousands of connections (a page of subscribers reconnecting) must
@@ -295,7 +310,7 @@ enum Wake {
 struct Owner {
     server: Server,
     /// Indexed by `ConnId.0` (the core's slab keys are small and dense).
-    mailboxes: Vec<Option<Sender<Command>>>,
+    mailboxes: Vec<Option<Rc<RefCell<Mailbox>>>>,
     events: Sender<Event>,
 }
 
@@ -308,14 +323,14 @@ impl Owner {
         now: Instant,
     ) {
         let id = self.server.handle_accept(peer.ip(), now);
-        let (mailbox, commands) = smol::channel::unbounded();
+        let mailbox = Rc::new(RefCell::new(Mailbox::default()));
         if self.mailboxes.len() <= id.0 {
             self.mailboxes.resize_with(id.0 + 1, || None);
         }
         debug_assert!(self.mailboxes[id.0].is_none(), "the core reused a live id");
-        self.mailboxes[id.0] = Some(mailbox);
+        self.mailboxes[id.0] = Some(mailbox.clone());
         executor
-            .spawn(connection(id, stream, commands, self.events.clone()))
+            .spawn(Connection::new(id, stream, mailbox, self.events.clone()))
             .detach();
         // Over the connection caps the core has a 503 and a Close ready.
         self.settle();
@@ -348,9 +363,9 @@ impl Owner {
                 Output::PauseRead { conn } => (conn, Command::Pause),
                 Output::ResumeRead { conn } => (conn, Command::Resume),
             };
+            // None only when the task has ended and its `Closed` event was handled.
             if let Some(mailbox) = self.mailboxes.get(conn.0).and_then(Option::as_ref) {
-                // Fails only when the task has ended; its `Closed` event is on its way.
-                let _ = mailbox.try_send(command);
+                mailbox.borrow_mut().deliver(command);
             }
         }
     }
@@ -403,120 +418,252 @@ async fn signal_loop(mut signals: async_signal::Signals, events: Sender<Event>) 
     }
 }
 
-/// What one turn of a connection task saw first.
-enum Step {
-    Command(Option<Command>),
-    Read(io::Result<Vec<u8>>),
-    Wrote(io::Result<usize>),
+/// What the owner has for one connection task: the connection's half of the "channel" from
+/// the owner. Both run on one thread, so it is a plain `RefCell` behind an `Rc`: the owner
+/// appends and sets flags, then wakes the task. Commands coalesce into this state (bytes in
+/// order, flags), so a held connection's mailbox is a few words and never allocates.
+#[derive(Default)]
+struct Mailbox {
+    /// Bytes to write, oldest first; the front one may be partly written already.
+    queue: VecDeque<Bytes>,
+    /// `Output::Close`: close once `queue` is written.
+    close: bool,
+    /// `Output::Abort`: close now.
+    abort: bool,
+    /// `Output::PauseRead` (until `Output::ResumeRead`).
+    paused: bool,
+    /// The connection task, waiting for something to do.
+    waker: Option<Waker>,
 }
 
-/// One connection: reads what arrives, writes what the owner routes here, closes when told.
-/// Sends `Event::Closed` as its last event once the socket is dropped.
-async fn connection(
+impl Mailbox {
+    /// Carries out one command for this connection and wakes its task.
+    fn deliver(&mut self, command: Command) {
+        match command {
+            Command::Send(data) => {
+                if !data.is_empty() {
+                    self.queue.push_back(data);
+                }
+            }
+            Command::Close => self.close = true,
+            Command::Abort => self.abort = true,
+            Command::Pause => self.paused = true,
+            Command::Resume => self.paused = false,
+        }
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A connection task's own state, beside its mailbox.
+struct ConnIo {
     id: ConnId,
     stream: Async<TcpStream>,
-    commands: Receiver<Command>,
-    events: Sender<Event>,
-) {
-    let mut queue: VecDeque<Bytes> = VecDeque::new();
-    let mut paused = false;
-    let mut eof = false;
-    let mut closing = false;
-    let mut write_shut = false;
-    loop {
-        if closing && queue.is_empty() && !write_shut {
-            if eof {
-                break; // the peer is gone already: nothing to wait for
-            }
-            // Send FIN, then wait for the peer's, discarding what it still sends.
-            if stream.get_ref().shutdown(Shutdown::Write).is_err() {
-                break;
-            }
-            write_shut = true;
-        }
-        if write_shut && eof {
-            break;
-        }
-        let want_read = !eof && (!paused || closing);
-        let want_write = !queue.is_empty();
+    /// A read returned 0: the peer will send nothing more.
+    eof: bool,
+    /// Everything was written after `Close` and our sending side is shut down: reading only to
+    /// see the peer close.
+    write_shut: bool,
+}
 
-        // Every branch is cancel-safe: a read or write happens only inside the poll that
-        // returns its result, and a command stays in the mailbox until received.
-        let step = async { Step::Command(commands.recv().await.ok()) }
-            .or(async {
-                if !want_read {
-                    return future::pending().await;
-                }
-                Step::Read(stream.read_with(read_shared).await)
-            })
-            .or(async {
-                if !want_write {
-                    return future::pending().await;
-                }
-                Step::Wrote(stream.write_with(|s| write_queue(s, &queue)).await)
-            })
-            .await;
+/// What a connection task does next.
+enum Step {
+    /// Tell the owner.
+    Report(Event),
+    /// The connection is done: drop the socket, report `Closed`.
+    Done,
+}
 
-        match step {
-            // The owner is gone: the server is ending.
-            Step::Command(None) => return,
-            Step::Command(Some(first)) => {
-                let mut next = Some(first);
-                let mut abort = false;
-                while let Some(command) = next {
-                    match command {
-                        Command::Send(data) => {
-                            if !data.is_empty() && !write_shut {
-                                queue.push_back(data);
-                            }
-                        }
-                        Command::Close => closing = true,
-                        Command::Abort => abort = true,
-                        Command::Pause => paused = true,
-                        Command::Resume => paused = false,
+/// Reads, writes or closes until there is something to report, or nothing to do.
+fn poll_step(io: &mut ConnIo, mailbox: &RefCell<Mailbox>, cx: &mut Context<'_>) -> Poll<Step> {
+    let mut m = mailbox.borrow_mut();
+    let id = io.id;
+    let mut stream = &io.stream;
+    if m.abort {
+        return Poll::Ready(Step::Done);
+    }
+
+    // Write what is queued, one vectored write per burst, until done or the socket is full.
+    let mut written = 0;
+    while !m.queue.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (slot, data) in slices.iter_mut().zip(m.queue.iter()) {
+            *slot = IoSlice::new(data);
+            count += 1;
+        }
+        match Pin::new(&mut stream).poll_write_vectored(cx, &slices[..count]) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Step::Done),
+            Poll::Ready(Ok(mut n)) => {
+                written += n;
+                while n > 0 {
+                    let Some(front) = m.queue.front_mut() else {
+                        break;
+                    };
+                    if n >= front.len() {
+                        n -= front.len();
+                        m.queue.pop_front();
+                    } else {
+                        front.advance(n);
+                        n = 0;
                     }
-                    // Take everything already there, so an Abort behind a burst acts at once.
-                    next = commands.try_recv().ok();
                 }
-                if abort {
+            }
+            Poll::Pending => break,
+        }
+    }
+    if written > 0 {
+        // The core counts unsent bytes with this; the task comes back here right after.
+        return Poll::Ready(Step::Report(Event::Flushed(id, written)));
+    }
+
+    if m.close && m.queue.is_empty() && !io.write_shut {
+        if io.eof {
+            return Poll::Ready(Step::Done); // the peer is gone already: nothing to wait for
+        }
+        // Send FIN, then wait for the peer's, discarding what it still sends, so unread bytes
+        // do not make the kernel reset the connection under the response in flight.
+        if io.stream.get_ref().shutdown(Shutdown::Write).is_err() {
+            return Poll::Ready(Step::Done);
+        }
+        io.write_shut = true;
+    }
+
+    // Read while not paused (and always after Close, to discard until the peer's FIN).
+    let mut discarded = 0;
+    while !io.eof && (!m.paused || m.close) {
+        let read =
+            READ_BUFFER.with_borrow_mut(|buf| match Pin::new(&mut stream).poll_read(cx, buf) {
+                Poll::Ready(Ok(n)) if n > 0 && !m.close => Poll::Ready(Ok(Some(buf[..n].to_vec()))),
+                Poll::Ready(Ok(n)) => Poll::Ready(Ok((n > 0).then(Vec::new))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            });
+        match read {
+            Poll::Ready(Err(_)) => return Poll::Ready(Step::Done),
+            Poll::Ready(Ok(None)) => {
+                io.eof = true;
+                if !m.close {
+                    return Poll::Ready(Step::Report(Event::Eof(id)));
+                }
+            }
+            Poll::Ready(Ok(Some(data))) if !data.is_empty() => {
+                return Poll::Ready(Step::Report(Event::Data(id, data)));
+            }
+            // After Close the core is done with this connection: discard, a bounded amount per
+            // turn so a peer that keeps sending cannot hold the thread.
+            Poll::Ready(Ok(Some(_))) => {
+                discarded += 1;
+                if discarded == DISCARDS_PER_TURN {
+                    cx.waker().wake_by_ref();
                     break;
                 }
             }
-            Step::Read(Ok(data)) if data.is_empty() => {
-                eof = true;
-                if !closing && events.send(Event::Eof(id)).await.is_err() {
-                    return;
+            Poll::Pending => break,
+        }
+    }
+    if io.write_shut && io.eof {
+        return Poll::Ready(Step::Done);
+    }
+    if !m.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        m.waker = Some(cx.waker().clone());
+    }
+    Poll::Pending
+}
+
+/// One connection task: reads what arrives, writes what the owner routes here, closes when told.
+/// Sends `Event::Closed` as its last event once the socket is dropped.
+///
+/// Written out as a future rather than an `async fn` so that a waiting connection (a held poll
+/// above all) costs exactly these fields.
+struct Connection {
+    id: ConnId,
+    /// `None` once the socket is dropped.
+    io: Option<ConnIo>,
+    mailbox: Rc<RefCell<Mailbox>>,
+    events: Sender<Event>,
+    /// An event waiting for room in the channel; allocated only when the channel is full.
+    sending: Option<Pin<Box<dyn Future<Output = bool>>>>,
+    /// Events reported since the task last let the others run.
+    turns: u32,
+}
+
+impl Connection {
+    fn new(
+        id: ConnId,
+        stream: Async<TcpStream>,
+        mailbox: Rc<RefCell<Mailbox>>,
+        events: Sender<Event>,
+    ) -> Connection {
+        Connection {
+            id,
+            io: Some(ConnIo {
+                id,
+                stream,
+                eof: false,
+                write_shut: false,
+            }),
+            mailbox,
+            events,
+            sending: None,
+            turns: 0,
+        }
+    }
+
+    /// Hands `event` to the owner, or keeps it in `sending` until there is room. `false` when
+    /// the owner is gone (the server is ending).
+    fn report(&mut self, event: Event) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(event)) => {
+                let events = self.events.clone();
+                self.sending = Some(Box::pin(async move { events.send(event).await.is_ok() }));
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl Future for Connection {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            if let Some(sending) = this.sending.as_mut() {
+                let delivered = std::task::ready!(sending.as_mut().poll(cx));
+                this.sending = None;
+                if !delivered {
+                    return Poll::Ready(());
                 }
             }
-            Step::Read(Ok(data)) => {
-                // After Close the core is done with this connection: discard.
-                if !closing && events.send(Event::Data(id, data)).await.is_err() {
-                    return;
-                }
+            let Some(io) = this.io.as_mut() else {
+                return Poll::Ready(()); // `Closed` was delivered
+            };
+            // A connection with a lot to say lets the others have their turn now and then.
+            if this.turns == TURNS_BEFORE_YIELD {
+                this.turns = 0;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
-            Step::Wrote(Ok(0)) | Step::Read(Err(_)) | Step::Wrote(Err(_)) => break,
-            Step::Wrote(Ok(n)) => {
-                let mut left = n;
-                while left > 0 {
-                    let Some(front) = queue.front_mut() else {
-                        break;
-                    };
-                    if left >= front.len() {
-                        left -= front.len();
-                        queue.pop_front();
-                    } else {
-                        front.advance(left);
-                        left = 0;
+            let event = match std::task::ready!(poll_step(io, &this.mailbox, cx)) {
+                Step::Report(event) => event,
+                Step::Done => {
+                    this.io = None; // the socket closes here, before the owner hears of it
+                    if this.report(Event::Closed(this.id)) && this.sending.is_some() {
+                        continue;
                     }
+                    return Poll::Ready(());
                 }
-                if events.send(Event::Flushed(id, n)).await.is_err() {
-                    return;
-                }
+            };
+            this.turns += 1;
+            if !this.report(event) {
+                return Poll::Ready(());
             }
         }
     }
-    drop(stream);
-    let _ = events.send(Event::Closed(id)).await;
 }
 
 thread_local! {
@@ -524,25 +671,6 @@ thread_local! {
     /// owns none.
     static READ_BUFFER: RefCell<Box<[u8]>> =
         RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice());
-}
-
-/// One non-blocking read into the shared buffer; returns a copy of what was read (empty at EOF).
-fn read_shared(mut stream: &TcpStream) -> io::Result<Vec<u8>> {
-    READ_BUFFER.with_borrow_mut(|buf| {
-        let n = stream.read(buf)?;
-        Ok(buf[..n].to_vec())
-    })
-}
-
-/// One non-blocking vectored write of the front of `queue`.
-fn write_queue(mut stream: &TcpStream, queue: &VecDeque<Bytes>) -> io::Result<usize> {
-    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-    let mut count = 0;
-    for (slot, data) in slices.iter_mut().zip(queue.iter()) {
-        *slot = IoSlice::new(data);
-        count += 1;
-    }
-    stream.write_vectored(&slices[..count])
 }
 
 /// The core answers `Err` only for adapter bugs (a stale id): loud in debug builds, logged in
@@ -706,5 +834,30 @@ pub fn main_entry(program: &str, args: impl IntoIterator<Item = String>) -> i32 
             eprintln!("{program}: server failed: {e}");
             1
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a held poll costs beside the socket's registration and the core's slot: its task
+    /// (this future plus the executor's header) and its mailbox. Keep them small.
+    #[test]
+    fn a_waiting_connection_is_small() {
+        let (events, _inbox) = smol::channel::bounded(1);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let task = Connection::new(
+            ConnId(0),
+            Async::new(stream).unwrap(),
+            Rc::default(),
+            events,
+        );
+        assert!(
+            std::mem::size_of_val(&task) <= 96,
+            "{}",
+            std::mem::size_of_val(&task)
+        );
+        assert!(std::mem::size_of::<RefCell<Mailbox>>() <= 64);
     }
 }
