@@ -176,6 +176,26 @@ def table(rows, names, main_n):
         ("http POST /publish: requests/s", "http", {"request": "publish"}, "requests_per_s", 1, "", "high"),
         ("http POST /publish: p99 latency", "http", {"request": "publish"}, "p99_us", 1e-3, " ms", "low"),
     ]
+    # Derived, per second of server CPU: steadier than wall-clock rates on a shared machine,
+    # where another process may take a core away from the server for part of a run.
+    for r in rows:
+        cpu = r.get("server_cpu_s")
+        if isinstance(cpu, (int, float)) and cpu > 0:
+            if r["mode"] == "http":
+                r["per_cpu_s"] = r["ok"] / cpu
+            elif r["mode"] == "stream":
+                r["per_cpu_s"] = r["deliveries_per_s"] * r["duration_s"] / cpu
+    extra = [
+        ("stream, cursors (JSON): deliveries per server CPU-second", "stream", {"cursor": "json"}, "per_cpu_s", 1, "", "high"),
+        ("stream, no cursor: deliveries per server CPU-second", "stream", {"cursor": "none"}, "per_cpu_s", 1, "", "high"),
+        ("http GET /: requests per server CPU-second", "http", {"request": "get"}, "per_cpu_s", 1, "", "high"),
+        ("http POST /publish: requests per server CPU-second", "http", {"request": "publish"}, "per_cpu_s", 1, "", "high"),
+    ]
+    for item in extra:
+        # After the wall-clock rate of the same measurement.
+        prefix = item[0].split(":")[0] + ":"
+        at = max(i for i, m in enumerate(metrics) if m[0].startswith(prefix)) + 1
+        metrics.insert(at, item)
     head = "| measurement | " + " | ".join(names) + " |"
     sep = "| --- |" + " ---: |" * len(names)
     lines = [head, sep]
