@@ -19,20 +19,20 @@
 //!   (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, anything unexpected) are logged once per episode
 //!   and pause accepting for [`ACCEPT_PAUSE`]; they never end or spin the server.
 //! * **One task per connection** reads, writes and closes its socket. It sends what arrives to
-//!   the owner (`Event::Data`, `Event::Eof`), writes what the owner routes to it (`Send`, in
-//!   order, one vectored write per burst), and reports every write (`Event::Flushed`), which is
-//!   how the core tracks unsent bytes and cuts off a client that stopped reading (`Abort` drops
-//!   the socket at once). `Pause` stops reading until `Resume`. When the socket is gone it sends
-//!   `Event::Closed`, its last event, and the owner calls [`Server::handle_closed`].
+//!   the owner (`Event::Data`, `Event::Eof`), writes what the owner routes to it
+//!   (`Output::Send`, in order, one vectored write per burst), and reports every write
+//!   (`Event::Flushed`), which is how the core tracks unsent bytes and cuts off a client that
+//!   stopped reading (`Output::Abort` drops the socket at once). `Output::PauseRead` stops
+//!   reading until `Output::ResumeRead`. When the socket is gone it sends `Event::Closed`, its
+//!   last event, and the owner calls [`Server::handle_closed`].
 //! * **Signals** (the binary only): SIGINT or SIGTERM becomes `Event::Shutdown`.
 //!
 //! The connection tasks send on the bounded event channel, so a flood of input waits in the
 //! kernel's socket buffers instead of in memory. The owner's side of each connection is its
-//! mailbox: the commands (`Send`, `Close`, `Abort`, `Pause`, `Resume`) coalesced into a queue of
-//! `Bytes` and three flags, plus the task's waker. Sending to it never waits and never fails;
-//! what bounds its memory is the core's cap on unsent bytes. (All tasks share one thread, so the
-//! mailbox is a `RefCell` behind an `Rc`: a general channel per connection would cost a held
-//! poll several hundred bytes more.)
+//! mailbox: the core's outputs for it coalesced into a queue of `Bytes` and three flags, plus
+//! the task's waker. Routing to it never waits and never fails; what bounds its memory is the
+//! core's cap on unsent bytes. (All tasks share one thread, so the mailbox is a `RefCell` behind
+//! an `Rc`: a general channel per connection would cost a held poll several hundred bytes more.)
 //!
 //! ## Memory per connection
 //! A held poll costs its socket's registration with the reactor, its task (a small hand-written
@@ -83,6 +83,8 @@ pub const FD_RESERVE: u64 = 64;
 /// Capacity of the channel from the connection tasks to the owner. With [`READ_BUFFER_BYTES`]
 /// it bounds the bytes read but not yet handled.
 const EVENT_CAPACITY: usize = 256;
+/// Events the owner handles in a row before it checks its timers.
+const EVENTS_PER_TURN: u32 = 256;
 /// Reads discarded in one turn of a closing connection before the others get theirs.
 const DISCARDS_PER_TURN: u32 = 4;
 /// Events a connection task reports in a row before it yields to the other tasks.
@@ -112,21 +114,6 @@ enum Event {
     /// Start a graceful shutdown; `signal` says it came from SIGINT/SIGTERM (a second signal
     /// during a shutdown ends it at once).
     Shutdown { signal: bool },
-}
-
-/// What the owner tells one connection task.
-#[derive(Debug)]
-enum Command {
-    /// Write these bytes after everything before them.
-    Send(Bytes),
-    /// Close once everything queued is written.
-    Close,
-    /// Close now, dropping what is unsent.
-    Abort,
-    /// Stop reading.
-    Pause,
-    /// Read again.
-    Resume,
 }
 
 /// Stops a running server from another thread, gracefully (like SIGTERM).
@@ -265,31 +252,43 @@ impl Bound {
                 })
                 .await;
             let now = Instant::now();
-            match wake {
+            let mut next = match wake {
+                Wake::Event(Some(event)) => Some(event),
                 // Every sender is gone: cannot happen while `owner.events` lives.
                 Wake::Event(None) => return Ok(()),
-                Wake::Event(Some(Event::Shutdown { signal })) => {
-                    if grace_deadline.is_some() {
-                        hard_stop |= signal;
-                        continue;
-                    }
-                    // Stop accepting: the listener closes with its task.
-                    if let Some(task) = acceptor.take() {
-                        task.cancel().await;
-                    }
-                    let deadline = now + shutdown_grace;
-                    grace_deadline = Some(deadline);
-                    grace_timer.set_at(deadline);
-                    owner.server.handle_shutdown(now);
-                    owner.settle();
-                }
-                Wake::Event(Some(Event::Accepted { stream, peer })) => {
-                    owner.accept(executor, stream, peer, now);
-                }
-                Wake::Event(Some(event)) => owner.handle(event, now),
                 // A fired timer never fires again until it is set again.
-                Wake::Timer => armed = None,
-                Wake::Grace => {}
+                Wake::Timer => {
+                    armed = None;
+                    None
+                }
+                Wake::Grace => None,
+            };
+            // Take what else is waiting, a bounded batch per turn, before looking at the timers.
+            let mut budget = EVENTS_PER_TURN;
+            while let Some(event) = next.take() {
+                match event {
+                    Event::Shutdown { signal } => {
+                        if grace_deadline.is_some() {
+                            hard_stop |= signal;
+                        } else {
+                            // Stop accepting: the listener closes with its task.
+                            if let Some(task) = acceptor.take() {
+                                task.cancel().await;
+                            }
+                            let deadline = now + shutdown_grace;
+                            grace_deadline = Some(deadline);
+                            grace_timer.set_at(deadline);
+                            owner.server.handle_shutdown(now);
+                            owner.settle();
+                        }
+                    }
+                    Event::Accepted { stream, peer } => owner.accept(executor, stream, peer, now),
+                    event => owner.handle(event, now),
+                }
+                budget -= 1;
+                if budget > 0 {
+                    next = inbox.try_recv().ok();
+                }
             }
             if owner.server.poll_timeout().is_some_and(|t| t <= now) {
                 owner.server.handle_timeout(now);
@@ -356,16 +355,9 @@ impl Owner {
     /// Drains the core's outputs into the connections' mailboxes.
     fn settle(&mut self) {
         while let Some(output) = self.server.poll_output() {
-            let (conn, command) = match output {
-                Output::Send { conn, data } => (conn, Command::Send(data)),
-                Output::Close { conn } => (conn, Command::Close),
-                Output::Abort { conn } => (conn, Command::Abort),
-                Output::PauseRead { conn } => (conn, Command::Pause),
-                Output::ResumeRead { conn } => (conn, Command::Resume),
-            };
             // None only when the task has ended and its `Closed` event was handled.
-            if let Some(mailbox) = self.mailboxes.get(conn.0).and_then(Option::as_ref) {
-                mailbox.borrow_mut().deliver(command);
+            if let Some(mailbox) = self.mailboxes.get(output.conn().0).and_then(Option::as_ref) {
+                mailbox.borrow_mut().deliver(output);
             }
         }
     }
@@ -420,8 +412,8 @@ async fn signal_loop(mut signals: async_signal::Signals, events: Sender<Event>) 
 
 /// What the owner has for one connection task: the connection's half of the "channel" from
 /// the owner. Both run on one thread, so it is a plain `RefCell` behind an `Rc`: the owner
-/// appends and sets flags, then wakes the task. Commands coalesce into this state (bytes in
-/// order, flags), so a held connection's mailbox is a few words and never allocates.
+/// appends and sets flags, then wakes the task. The core's outputs coalesce into this state
+/// (bytes in order, flags), so a held connection's mailbox is a few words and never allocates.
 #[derive(Default)]
 struct Mailbox {
     /// Bytes to write, oldest first; the front one may be partly written already.
@@ -437,18 +429,18 @@ struct Mailbox {
 }
 
 impl Mailbox {
-    /// Carries out one command for this connection and wakes its task.
-    fn deliver(&mut self, command: Command) {
-        match command {
-            Command::Send(data) => {
+    /// Takes one output of the core for this connection and wakes its task.
+    fn deliver(&mut self, output: Output) {
+        match output {
+            Output::Send { data, .. } => {
                 if !data.is_empty() {
                     self.queue.push_back(data);
                 }
             }
-            Command::Close => self.close = true,
-            Command::Abort => self.abort = true,
-            Command::Pause => self.paused = true,
-            Command::Resume => self.paused = false,
+            Output::Close { .. } => self.close = true,
+            Output::Abort { .. } => self.abort = true,
+            Output::PauseRead { .. } => self.paused = true,
+            Output::ResumeRead { .. } => self.paused = false,
         }
         if let Some(waker) = self.waker.take() {
             waker.wake();
@@ -462,6 +454,10 @@ struct ConnIo {
     stream: Async<TcpStream>,
     /// A read returned 0: the peer will send nothing more.
     eof: bool,
+    /// The socket may have bytes to read: false after a read found none, until the reactor
+    /// reports it readable again. Saves a read that would fail on every turn that only writes
+    /// (a fan-out turn, above all).
+    may_read: bool,
     /// Everything was written after `Close` and our sending side is shut down: reading only to
     /// see the peer close.
     write_shut: bool,
@@ -533,6 +529,13 @@ fn poll_step(io: &mut ConnIo, mailbox: &RefCell<Mailbox>, cx: &mut Context<'_>) 
     // Read while not paused (and always after Close, to discard until the peer's FIN).
     let mut discarded = 0;
     while !io.eof && (!m.paused || m.close) {
+        if !io.may_read {
+            match io.stream.poll_readable(cx) {
+                Poll::Ready(Ok(())) => io.may_read = true,
+                Poll::Ready(Err(_)) => return Poll::Ready(Step::Done),
+                Poll::Pending => break,
+            }
+        }
         let read =
             READ_BUFFER.with_borrow_mut(|buf| match Pin::new(&mut stream).poll_read(cx, buf) {
                 Poll::Ready(Ok(n)) if n > 0 && !m.close => Poll::Ready(Ok(Some(buf[..n].to_vec()))),
@@ -560,7 +563,10 @@ fn poll_step(io: &mut ConnIo, mailbox: &RefCell<Mailbox>, cx: &mut Context<'_>) 
                     break;
                 }
             }
-            Poll::Pending => break,
+            Poll::Pending => {
+                io.may_read = false;
+                break;
+            }
         }
     }
     if io.write_shut && io.eof {
@@ -602,6 +608,7 @@ impl Connection {
                 id,
                 stream,
                 eof: false,
+                may_read: true,
                 write_shut: false,
             }),
             mailbox,

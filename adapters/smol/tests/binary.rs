@@ -100,6 +100,7 @@ fn sigterm_answers_held_polls_and_exits_zero() {
     let got = sub.read_response();
     assert!(matches!(got.status, 204 | 503), "status {}", got.status);
     sub.expect_closed(PATIENCE);
+    drop(sub); // the server's graceful close waits for our side to close too
     let status = server.wait_exit();
     assert_eq!(status.code(), Some(0), "exit status {status}");
 }

@@ -12,9 +12,16 @@ use parlor_tests::{eventually, parse_metrics, Client};
 /// bound so a broken server fails the test instead of hanging it).
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// Starts the server in this process on a free loopback port with these extra flags.
+/// Starts the server in this process on a free loopback port with these extra flags. The
+/// shutdown grace is short: a test's clients are often still open when it stops the server, and
+/// a graceful close waits for them.
 pub fn start(flags: &[&str]) -> Runner {
-    let mut args = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+    let mut args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--shutdown-grace".to_string(),
+        "500ms".to_string(),
+    ];
     args.extend(flags.iter().map(|s| s.to_string()));
     let Ok(CliOutcome::Run(cli)) = parse_args("parlor-smol", args, 10_000) else {
         panic!("bad test flags {flags:?}");
