@@ -20,9 +20,10 @@
 //!   and pause accepting for [`ACCEPT_PAUSE`]; they never end or spin the server.
 //! * **One task per connection** reads, writes and closes its socket. It sends what arrives to
 //!   the owner (`Event::Data`, `Event::Eof`), writes what the owner routes to it
-//!   (`Output::Send`, in order, one vectored write per burst), and reports every write
-//!   (`Event::Flushed`), which is how the core tracks unsent bytes and cuts off a client that
-//!   stopped reading (`Output::Abort` drops the socket at once). `Output::PauseRead` stops
+//!   (`Output::Send`, in order, one vectored write per burst), and logs every write for the
+//!   owner, who reports it ([`Server::handle_flushed`]) before its next input to the core: that
+//!   is how the core tracks unsent bytes and cuts off a client that stopped reading
+//!   (`Output::Abort` drops the socket at once). `Output::PauseRead` stops
 //!   reading until `Output::ResumeRead`. When the socket is gone it sends `Event::Closed`, its
 //!   last event, and the owner calls [`Server::handle_closed`].
 //! * **Signals** (the binary only): SIGINT or SIGTERM becomes `Event::Shutdown`.
@@ -107,8 +108,6 @@ enum Event {
     Data(ConnId, Vec<u8>),
     /// The peer closed its sending side.
     Eof(ConnId),
-    /// This many bytes of what was routed to the connection reached its socket.
-    Flushed(ConnId, usize),
     /// The connection's socket is closed; its task has ended. Always its last event.
     Closed(ConnId),
     /// Start a graceful shutdown; `signal` says it came from SIGINT/SIGTERM (a second signal
@@ -216,6 +215,7 @@ impl Bound {
         let mut owner = Owner {
             server,
             mailboxes: Vec::new(),
+            flushed: Rc::default(),
             events,
         };
 
@@ -266,6 +266,7 @@ impl Bound {
             // Take what else is waiting, a bounded batch per turn, before looking at the timers.
             let mut budget = EVENTS_PER_TURN;
             while let Some(event) = next.take() {
+                owner.take_flushed(now);
                 match event {
                     Event::Shutdown { signal } => {
                         if grace_deadline.is_some() {
@@ -291,6 +292,7 @@ impl Bound {
                 }
             }
             if owner.server.poll_timeout().is_some_and(|t| t <= now) {
+                owner.take_flushed(now);
                 owner.server.handle_timeout(now);
                 owner.settle();
             }
@@ -310,10 +312,27 @@ struct Owner {
     server: Server,
     /// Indexed by `ConnId.0` (the core's slab keys are small and dense).
     mailboxes: Vec<Option<Rc<RefCell<Mailbox>>>>,
+    /// What the connection tasks wrote since the owner last looked.
+    flushed: Rc<FlushLog>,
     events: Sender<Event>,
 }
 
+/// Bytes written by the connection tasks, by connection, oldest first: the owner passes them to
+/// [`Server::handle_flushed`] before its next input to the core, so the core's count of unsent
+/// bytes is exact whenever it decides anything. (A write needs no decision of the core, so it
+/// is not an event: a fan-out to 10,000 connections would otherwise be 10,000 more events.)
+type FlushLog = RefCell<Vec<(ConnId, usize)>>;
+
 impl Owner {
+    /// Tells the core what the connection tasks wrote. Call before every input to the core.
+    fn take_flushed(&mut self, now: Instant) {
+        let mut log = self.flushed.borrow_mut();
+        for &(id, n) in log.iter() {
+            report_adapter_bug(self.server.handle_flushed(id, n, now));
+        }
+        log.clear();
+    }
+
     fn accept(
         &mut self,
         executor: &LocalExecutor<'_>,
@@ -329,7 +348,13 @@ impl Owner {
         debug_assert!(self.mailboxes[id.0].is_none(), "the core reused a live id");
         self.mailboxes[id.0] = Some(mailbox.clone());
         executor
-            .spawn(Connection::new(id, stream, mailbox, self.events.clone()))
+            .spawn(Connection::new(
+                id,
+                stream,
+                mailbox,
+                self.flushed.clone(),
+                self.events.clone(),
+            ))
             .detach();
         // Over the connection caps the core has a 503 and a Close ready.
         self.settle();
@@ -339,7 +364,6 @@ impl Owner {
         let result = match event {
             Event::Data(id, data) => self.server.handle_data(id, &data, now),
             Event::Eof(id) => self.server.handle_eof(id, now),
-            Event::Flushed(id, n) => self.server.handle_flushed(id, n, now),
             Event::Closed(id) => {
                 if let Some(slot) = self.mailboxes.get_mut(id.0) {
                     *slot = None;
@@ -472,7 +496,12 @@ enum Step {
 }
 
 /// Reads, writes or closes until there is something to report, or nothing to do.
-fn poll_step(io: &mut ConnIo, mailbox: &RefCell<Mailbox>, cx: &mut Context<'_>) -> Poll<Step> {
+fn poll_step(
+    io: &mut ConnIo,
+    mailbox: &RefCell<Mailbox>,
+    flushed: &FlushLog,
+    cx: &mut Context<'_>,
+) -> Poll<Step> {
     let mut m = mailbox.borrow_mut();
     let id = io.id;
     let mut stream = &io.stream;
@@ -510,8 +539,8 @@ fn poll_step(io: &mut ConnIo, mailbox: &RefCell<Mailbox>, cx: &mut Context<'_>) 
         }
     }
     if written > 0 {
-        // The core counts unsent bytes with this; the task comes back here right after.
-        return Poll::Ready(Step::Report(Event::Flushed(id, written)));
+        // The core counts unsent bytes with this: the owner reads the log before its next input.
+        flushed.borrow_mut().push((id, written));
     }
 
     if m.close && m.queue.is_empty() && !io.write_shut {
@@ -588,6 +617,7 @@ struct Connection {
     /// `None` once the socket is dropped.
     io: Option<ConnIo>,
     mailbox: Rc<RefCell<Mailbox>>,
+    flushed: Rc<FlushLog>,
     events: Sender<Event>,
     /// An event waiting for room in the channel; allocated only when the channel is full.
     sending: Option<Pin<Box<dyn Future<Output = bool>>>>,
@@ -600,6 +630,7 @@ impl Connection {
         id: ConnId,
         stream: Async<TcpStream>,
         mailbox: Rc<RefCell<Mailbox>>,
+        flushed: Rc<FlushLog>,
         events: Sender<Event>,
     ) -> Connection {
         Connection {
@@ -612,6 +643,7 @@ impl Connection {
                 write_shut: false,
             }),
             mailbox,
+            flushed,
             events,
             sending: None,
             turns: 0,
@@ -655,7 +687,7 @@ impl Future for Connection {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let event = match std::task::ready!(poll_step(io, &this.mailbox, cx)) {
+            let event = match std::task::ready!(poll_step(io, &this.mailbox, &this.flushed, cx)) {
                 Step::Report(event) => event,
                 Step::Done => {
                     this.io = None; // the socket closes here, before the owner hears of it
@@ -857,6 +889,7 @@ mod tests {
         let task = Connection::new(
             ConnId(0),
             Async::new(stream).unwrap(),
+            Rc::default(),
             Rc::default(),
             events,
         );
