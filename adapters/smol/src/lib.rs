@@ -81,8 +81,10 @@ pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// File descriptors kept in reserve below the open-file limit when deriving the default
 /// connection cap (the same reserve as `parlor-mio`).
 pub const FD_RESERVE: u64 = 64;
-/// Capacity of the channel from the connection tasks to the owner. With [`READ_BUFFER_BYTES`]
-/// it bounds the bytes read but not yet handled.
+/// Capacity of the channel from the connection tasks to the owner. When it is full, each
+/// connection task waits with its one event in hand and reads nothing more, so bytes read but not
+/// yet handled stay below (this + connections) x [`READ_BUFFER_BYTES`], and in practice far
+/// below: one read takes what the kernel had buffered for that socket.
 const EVENT_CAPACITY: usize = 256;
 /// Events the owner handles in a row before it checks its timers.
 const EVENTS_PER_TURN: u32 = 256;
@@ -541,6 +543,10 @@ fn poll_step(
     if written > 0 {
         // The core counts unsent bytes with this: the owner reads the log before its next input.
         flushed.borrow_mut().push((id, written));
+        if m.queue.is_empty() {
+            // A connection that waits (a held poll, again) keeps no buffer from its last answer.
+            m.queue = VecDeque::new();
+        }
     }
 
     if m.close && m.queue.is_empty() && !io.write_shut {
