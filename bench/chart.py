@@ -29,6 +29,36 @@ def load(path):
     return rows
 
 
+KEYS = ("server", "mode", "n", "cursor", "request", "publishers", "connections", "duration_s")
+
+
+def merge_runs(rows):
+    """Results of the same measurement from several runs (run.sh --runs K) become one record
+    holding the median of each numeric field, plus "runs" (how many) and, for the figures that
+    judge the targets, their range across runs in "<field>_range"."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in KEYS), []).append(r)
+    merged = []
+    for group in groups.values():
+        out = dict(group[-1])
+        out["runs"] = len(group)
+        for field, value in group[-1].items():
+            if field in KEYS or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            values = sorted(
+                g[field] for g in group if isinstance(g.get(field), (int, float)) and not math.isnan(g[field])
+            )
+            if not values:
+                continue
+            mid = len(values) // 2
+            med = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+            out[field] = med
+            out[field + "_range"] = (values[0], values[-1])
+        merged.append(out)
+    return merged
+
+
 def servers_of(rows):
     names = []
     for r in rows:
@@ -223,6 +253,9 @@ def table(rows, names, main_n):
             if scale is not None:
                 v = float(v) * scale
             cell = fmt(v, unit)
+            rng = r.get(field + "_range")
+            if rng and r.get("runs", 1) > 1 and rng[0] != rng[1] and scale is not None:
+                cell += f" [{fmt(float(rng[0]) * scale)}–{fmt(float(rng[1]) * scale)}]"
             if name == BASELINE:
                 base_val = v
             elif better and base_val not in (None, 0) and isinstance(v, float) and not math.isnan(v):
@@ -271,13 +304,18 @@ def main():
     rows = load(path)
     if not rows:
         sys.exit(f"{path}: no results")
+    runs = max(len([r for r in rows if r["mode"] == "idle" and r["server"] == s]) for s in {r["server"] for r in rows})
+    rows = merge_runs(rows)
     names = servers_of(rows)
     outdir = os.path.dirname(path) or "."
     svg = fanout_svg(rows, names)
     if svg:
         with open(os.path.join(outdir, "fanout.svg"), "w", encoding="utf-8") as f:
             f.write(svg)
-    md = table(rows, names, main_n)
+    md = ""
+    if runs > 1:
+        md += f"Median of {runs} runs; the range across runs follows each rate and time in brackets.\n\n"
+    md += table(rows, names, main_n)
     md += "\nFan-out, last delivery (median of the rounds) by N:\n\n" + sweep_table(rows, names)
     with open(os.path.join(outdir, "table.md"), "w", encoding="utf-8") as f:
         f.write(md)

@@ -5,6 +5,7 @@
 #
 #   bench/run.sh            the full run (about 6 minutes with three servers)
 #   bench/run.sh --quick    small N and short durations, to check the tools (under a minute)
+#   bench/run.sh --runs 3   everything three times (interleaved); chart.py reports the median
 #
 # Writes bench/results/latest.jsonl (one JSON object per result), then bench/results/fanout.svg
 # and bench/results/table.md through bench/chart.py. Linux only (/proc, RLIMIT_NOFILE).
@@ -12,7 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=0
-[[ "${1:-}" == "--quick" ]] && QUICK=1
+RUNS=1
+while (($#)); do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --runs) RUNS=$2; shift ;;
+        *) echo "usage: bench/run.sh [--quick] [--runs K]" >&2; exit 2 ;;
+    esac
+    shift
+done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 BIN="$CARGO_TARGET_DIR/release"
@@ -108,34 +117,6 @@ load() { # name, mode args...
     sleep 1 # let the sockets of this measurement go before the next
 }
 
-for s in "${servers[@]}"; do
-    start_server "$s"
-    load "$s" idle -n "$IDLE_N"
-    stop_server
-done
-
-for s in "${servers[@]}"; do
-    start_server "$s"
-    for n in "${FANOUT_NS[@]}"; do
-        rounds=$ROUNDS
-        # The figure the fan-out target is judged on gets the most rounds.
-        [[ $n == "$FANOUT_MAIN" ]] && rounds=$((ROUNDS * 2 - 1))
-        load "$s" fanout -n "$n" --rounds "$rounds" --room "fanout$n"
-    done
-    stop_server
-done
-
-for s in "${servers[@]}"; do
-    start_server "$s"
-    if [[ $s == baseline ]]; then
-        load "$s" stream -n "$STREAM_N" --publishers 4 --duration "$STREAM_T" --cursor none
-    else
-        load "$s" stream -n "$STREAM_N" --publishers 4 --duration "$STREAM_T" --cursor json
-        load "$s" stream -n "$STREAM_N" --publishers 4 --duration "$STREAM_T" --cursor none
-    fi
-    stop_server
-done
-
 # nginx as an outside reference for plain requests, when installed (apt-get install nginx-light):
 # one worker process like the single-threaded servers, the same index.html at /, and
 # POST /publish answered 200 after reading the body.
@@ -183,21 +164,53 @@ EOF
     return 1
 }
 
-for req in get publish; do
+for run in $(seq "$RUNS"); do
+    echo "run $run of $RUNS" >&2
+
     for s in "${servers[@]}"; do
         start_server "$s"
-        load "$s" http --request "$req" --connections 50 --duration "$HTTP_T"
+        load "$s" idle -n "$IDLE_N"
         stop_server
     done
-    if command -v nginx >/dev/null && [[ -z "${BENCH_NO_NGINX:-}" ]]; then
-        if start_nginx; then
-            "${NICE[@]}" "$BIN/parlor-load" http --request "$req" --connections 50 --duration "$HTTP_T" \
-                --url "$SERVER_URL" --pid "$SERVER_PID" --label nginx --json "$OUT" ||
-                echo "parlor-load http against nginx failed" >&2
-            stop_server
-            sleep 1
+
+    for s in "${servers[@]}"; do
+        start_server "$s"
+        for n in "${FANOUT_NS[@]}"; do
+            rounds=$ROUNDS
+            # The figure the fan-out target is judged on gets the most rounds.
+            [[ $n == "$FANOUT_MAIN" ]] && rounds=$((ROUNDS * 2 - 1))
+            load "$s" fanout -n "$n" --rounds "$rounds" --room "fanout$n"
+        done
+        stop_server
+    done
+
+    for s in "${servers[@]}"; do
+        start_server "$s"
+        if [[ $s == baseline ]]; then
+            load "$s" stream -n "$STREAM_N" --publishers 4 --duration "$STREAM_T" --cursor none
+        else
+            load "$s" stream -n "$STREAM_N" --publishers 4 --duration "$STREAM_T" --cursor json
+            load "$s" stream -n "$STREAM_N" --publishers 4 --duration "$STREAM_T" --cursor none
         fi
-    fi
+        stop_server
+    done
+
+    for req in get publish; do
+        for s in "${servers[@]}"; do
+            start_server "$s"
+            load "$s" http --request "$req" --connections 50 --duration "$HTTP_T"
+            stop_server
+        done
+        if command -v nginx >/dev/null && [[ -z "${BENCH_NO_NGINX:-}" ]]; then
+            if start_nginx; then
+                "${NICE[@]}" "$BIN/parlor-load" http --request "$req" --connections 50 --duration "$HTTP_T" \
+                    --url "$SERVER_URL" --pid "$SERVER_PID" --label nginx --json "$OUT" ||
+                    echo "parlor-load http against nginx failed" >&2
+                stop_server
+                sleep 1
+            fi
+        fi
+    done
 done
 
 echo "results: $OUT" >&2
