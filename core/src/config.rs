@@ -21,6 +21,16 @@ use crate::http::{Limits, MAX_HEADERS_CAP};
 /// open-file limit minus a small reserve.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// File descriptors kept in reserve below the open-file limit when the binaries derive their
+/// connection cap from it: the listener, the poll, the signal pipe, stdio, and some slack.
+pub const FD_RESERVE: u64 = 64;
+
+/// The default connection cap for a process whose open-file limit is `nofile`: the limit
+/// minus [`FD_RESERVE`] (each connection is one descriptor), at least 1.
+pub fn default_max_connections(nofile: u64) -> usize {
+    usize::try_from(nofile.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX)
+}
+
 /// The default listen address of both binaries, `127.0.0.1:8080`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
@@ -613,6 +623,12 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_cap_follows_the_open_file_limit() {
+        assert_eq!(default_max_connections(20_000), 19_936);
+        assert_eq!(default_max_connections(10), 1);
+    }
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

@@ -41,13 +41,12 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use parlor_core::config::{parse_args, startup_line, Cli, CliOutcome};
+use parlor_core::config::Cli;
 use parlor_core::{ConnId, Output, Server};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -62,14 +61,8 @@ pub const READS_PER_WAKE: usize = 4;
 pub const ACCEPTS_PER_WAKE: usize = 256;
 /// How long accepting pauses after an accept error such as `EMFILE`.
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// File descriptors kept in reserve below the open-file limit when deriving the default
-/// connection cap (the listener, the poll, the signal pipe, stdio, and some slack).
-pub const FD_RESERVE: u64 = 64;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
-/// Listen backlog: bursts of thousands of connections (a page of subscribers reconnecting) must
-/// not overflow the queue; the kernel clamps it to `net.core.somaxconn`.
-const BACKLOG: i32 = 4096;
 
 /// One socket and what is queued for it.
 struct Conn {
@@ -148,15 +141,12 @@ impl EventLoop {
             shutdown_grace,
         } = cli;
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(listen)?;
-        raise_backlog(&listener);
+        let mut listener = TcpListener::from_std(parlor_os::bind_listener(listen)?);
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let epoch_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let epoch_ms = parlor_os::epoch_ms();
         Ok(EventLoop {
             poll,
             listener: Some(listener),
@@ -609,158 +599,37 @@ fn report_adapter_bug(result: Result<(), parlor_core::Error>) {
     }
 }
 
-/// Re-listens with a larger backlog than the standard library's 128 (calling `listen` again on
-/// a listening socket only updates its backlog on Linux and the BSDs).
-#[allow(unsafe_code)]
-fn raise_backlog(listener: &TcpListener) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `listen` takes a file descriptor we own (borrowed for the call) and an integer;
-    // it touches no memory of ours. A failure leaves the old backlog, which is fine.
-    unsafe {
-        libc::listen(listener.as_raw_fd(), BACKLOG);
-    }
-}
-
-/// Raises the soft open-file limit (`RLIMIT_NOFILE`) to the hard limit and returns the limit in
-/// force afterwards. Each connection is a file descriptor, so this is the connection ceiling.
-#[allow(unsafe_code)]
-#[allow(clippy::useless_conversion)] // `rlim_t` is `u64` on Linux, not everywhere
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` into the struct we pass, which we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let current = limit.rlim_cur;
-    if current >= limit.rlim_max {
-        return Ok(u64::from(current));
-    }
-    // An unlimited hard limit is refused for files on Linux (the real ceiling is fs.nr_open),
-    // so try the hard limit, then a million, and keep what we have if both fail.
-    for want in [limit.rlim_max, 1 << 20] {
-        if want <= current {
-            continue;
-        }
-        let raised = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct we pass and nothing else.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return Ok(u64::from(want));
-        }
-    }
-    Ok(u64::from(current))
-}
-
-/// The default connection cap for an open-file limit: the limit minus [`FD_RESERVE`].
-pub fn default_max_connections(nofile: u64) -> usize {
-    usize::try_from(nofile.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX)
-}
-
 /// The event loop running in a thread of its own: what tests and embedders start.
-pub struct Runner {
-    local_addr: SocketAddr,
-    stop: StopHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
+pub type Runner = parlor_os::Runner<EventLoop>;
 
-impl Runner {
-    /// Binds `cli.listen` (port 0 picks a free port) and runs the loop in a new thread.
-    pub fn start(cli: Cli) -> io::Result<Runner> {
-        let event_loop = EventLoop::bind(cli)?;
-        let local_addr = event_loop.local_addr();
-        let stop = event_loop.stop_handle();
-        let thread = std::thread::Builder::new()
-            .name("parlor-mio".into())
-            .spawn(move || event_loop.run())?;
-        Ok(Runner {
-            local_addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
+pub use parlor_os::raise_nofile_limit;
 
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// A handle that starts a graceful shutdown without waiting for it.
-    pub fn stop_handle(&self) -> StopHandle {
-        self.stop.clone()
-    }
-
-    /// Shuts down gracefully (like SIGTERM) and waits for the loop to end.
-    pub fn shutdown(mut self) -> io::Result<()> {
-        self.stop_and_join()
-    }
-
-    fn stop_and_join(&mut self) -> io::Result<()> {
-        let Some(thread) = self.thread.take() else {
-            return Ok(());
-        };
-        self.stop.stop();
-        thread
-            .join()
-            .map_err(|_| io::Error::other("the event loop panicked"))?
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.stop_and_join();
-    }
-}
-
-/// The whole `parlor-mio` program: parses `args` (without the program name), raises the
-/// open-file limit, binds, prints the start-up line, serves until SIGINT/SIGTERM. Returns the
-/// process exit code: 0 after a clean shutdown or `--help`, 2 for a bad command line, 1 when the
-/// server cannot start or its poll fails.
+/// The whole `parlor-mio` program (see [`parlor_os::main_entry`]): returns the exit code.
 pub fn main_entry(program: &str, args: impl IntoIterator<Item = String>) -> i32 {
-    let nofile = match raise_nofile_limit() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("{program}: cannot read the open-file limit: {e}");
-            1024
-        }
-    };
-    let cli = match parse_args(program, args, default_max_connections(nofile)) {
-        Ok(CliOutcome::Run(cli)) => cli,
-        Ok(CliOutcome::Help(text)) => {
-            print!("{text}");
-            let _ = io::stdout().flush();
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("{program}: {e}");
-            return 2;
-        }
-    };
-    let listen = cli.listen;
-    let mut event_loop = match EventLoop::bind(cli) {
-        Ok(event_loop) => event_loop,
-        Err(e) => {
-            eprintln!("{program}: cannot listen on {listen}: {e}");
-            return 1;
-        }
-    };
-    if let Err(e) = event_loop.handle_signals() {
-        eprintln!("{program}: cannot install signal handlers: {e}");
-        return 1;
+    parlor_os::main_entry::<EventLoop>(program, args)
+}
+
+impl parlor_os::Serve for EventLoop {
+    type Stop = StopHandle;
+    fn bind(cli: Cli) -> io::Result<Self> {
+        EventLoop::bind(cli)
     }
-    let mut stdout = io::stdout().lock();
-    let _ = writeln!(stdout, "{}", startup_line(program, event_loop.local_addr()));
-    let _ = stdout.flush();
-    drop(stdout);
-    match event_loop.run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{program}: event loop failed: {e}");
-            1
-        }
+    fn local_addr(&self) -> SocketAddr {
+        EventLoop::local_addr(self)
+    }
+    fn stop_handle(&self) -> StopHandle {
+        EventLoop::stop_handle(self)
+    }
+    fn handle_signals(&mut self) -> io::Result<()> {
+        EventLoop::handle_signals(self)
+    }
+    fn run(self) -> io::Result<()> {
+        EventLoop::run(self)
+    }
+}
+
+impl parlor_os::Stop for StopHandle {
+    fn stop(&self) {
+        StopHandle::stop(self)
     }
 }

@@ -57,16 +57,15 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use parlor_core::config::{parse_args, startup_line, Cli, CliOutcome};
+use parlor_core::config::Cli;
 use parlor_core::{ConnId, Output, Server};
 use smol::channel::{Receiver, Sender, TrySendError};
 use smol::future::FutureExt;
@@ -94,9 +93,6 @@ const DISCARDS_PER_TURN: u32 = 4;
 const TURNS_BEFORE_YIELD: u32 = 16;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
-/// Listen backlog: bursts of thousands of connections (a page of subscribers reconnecting) must
-/// not overflow the queue; the kernel clamps it to `net.core.somaxconn`.
-const BACKLOG: i32 = 4096;
 
 /// What the other tasks tell the owner.
 #[derive(Debug)]
@@ -153,12 +149,9 @@ impl Bound {
             config,
             shutdown_grace,
         } = cli;
-        let listener = Async::<TcpListener>::bind(listen)?;
-        raise_backlog(listener.get_ref());
+        let listener = Async::new(parlor_os::bind_listener(listen)?)?;
         let local_addr = listener.get_ref().local_addr()?;
-        let epoch_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let epoch_ms = parlor_os::epoch_ms();
         let (events, inbox) = smol::channel::bounded(EVENT_CAPACITY);
         Ok(Bound {
             listener,
@@ -727,163 +720,44 @@ fn report_adapter_bug(result: Result<(), parlor_core::Error>) {
     }
 }
 
-/// Re-listens with a larger backlog than the standard library's 128 (calling `listen` again on
-/// a listening socket only updates its backlog on Linux and the BSDs).
-#[allow(unsafe_code)]
-fn raise_backlog(listener: &TcpListener) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `listen` takes a file descriptor we own (borrowed for the call) and an integer;
-    // it touches no memory of ours. A failure leaves the old backlog, which is fine.
-    unsafe {
-        libc::listen(listener.as_raw_fd(), BACKLOG);
-    }
-}
-
-/// Raises the soft open-file limit (`RLIMIT_NOFILE`) to the hard limit and returns the limit in
-/// force afterwards. Each connection is a file descriptor, so this is the connection ceiling.
-#[allow(unsafe_code)]
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` into the struct we pass, which we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let current = limit.rlim_cur;
-    if current >= limit.rlim_max {
-        return Ok(current);
-    }
-    // An unlimited hard limit is refused for files on Linux (the real ceiling is fs.nr_open),
-    // so try the hard limit, then a million, and keep what we have if both fail.
-    for want in [limit.rlim_max, 1 << 20] {
-        if want <= current {
-            continue;
-        }
-        let raised = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct we pass and nothing else.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return Ok(want);
-        }
-    }
-    Ok(current)
-}
-
-/// The default connection cap for an open-file limit: the limit minus [`FD_RESERVE`].
-pub fn default_max_connections(nofile: u64) -> usize {
-    usize::try_from(nofile.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX)
-}
-
 /// The server running in a thread of its own: what tests and embedders start.
-pub struct Runner {
-    local_addr: SocketAddr,
-    stop: StopHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
+pub type Runner = parlor_os::Runner<Bound>;
 
-impl Runner {
-    /// Binds `cli.listen` (port 0 picks a free port) and runs the server in a new thread.
-    pub fn start(cli: Cli) -> io::Result<Runner> {
-        let bound = Bound::bind(cli)?;
-        let local_addr = bound.local_addr();
-        let stop = bound.stop_handle();
-        let thread = std::thread::Builder::new()
-            .name("parlor-smol".into())
-            .spawn(move || bound.run())?;
-        Ok(Runner {
-            local_addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
+pub use parlor_os::raise_nofile_limit;
 
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// A handle that starts a graceful shutdown without waiting for it.
-    pub fn stop_handle(&self) -> StopHandle {
-        self.stop.clone()
-    }
-
-    /// Shuts down gracefully (like SIGTERM) and waits for the server to end.
-    pub fn shutdown(mut self) -> io::Result<()> {
-        self.stop_and_join()
-    }
-
-    fn stop_and_join(&mut self) -> io::Result<()> {
-        let Some(thread) = self.thread.take() else {
-            return Ok(());
-        };
-        self.stop.stop();
-        thread
-            .join()
-            .map_err(|_| io::Error::other("the server thread panicked"))?
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.stop_and_join();
-    }
-}
-
-/// The whole `parlor-smol` program: parses `args` (without the program name), raises the
-/// open-file limit, binds, prints the start-up line, serves until SIGINT/SIGTERM. Returns the
-/// process exit code: 0 after a clean shutdown or `--help`, 2 for a bad command line, 1 when the
-/// server cannot start.
+/// The whole `parlor-smol` program (see [`parlor_os::main_entry`]): returns the exit code.
 pub fn main_entry(program: &str, args: impl IntoIterator<Item = String>) -> i32 {
-    let nofile = match raise_nofile_limit() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("{program}: cannot read the open-file limit: {e}");
-            1024
-        }
-    };
-    let cli = match parse_args(program, args, default_max_connections(nofile)) {
-        Ok(CliOutcome::Run(cli)) => cli,
-        Ok(CliOutcome::Help(text)) => {
-            print!("{text}");
-            let _ = io::stdout().flush();
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("{program}: {e}");
-            return 2;
-        }
-    };
-    let listen = cli.listen;
-    let mut bound = match Bound::bind(cli) {
-        Ok(bound) => bound,
-        Err(e) => {
-            eprintln!("{program}: cannot listen on {listen}: {e}");
-            return 1;
-        }
-    };
-    if let Err(e) = bound.handle_signals() {
-        eprintln!("{program}: cannot install signal handlers: {e}");
-        return 1;
+    parlor_os::main_entry::<Bound>(program, args)
+}
+
+impl parlor_os::Serve for Bound {
+    type Stop = StopHandle;
+    fn bind(cli: Cli) -> io::Result<Self> {
+        Bound::bind(cli)
     }
-    let mut stdout = io::stdout().lock();
-    let _ = writeln!(stdout, "{}", startup_line(program, bound.local_addr()));
-    let _ = stdout.flush();
-    drop(stdout);
-    match bound.run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{program}: server failed: {e}");
-            1
-        }
+    fn local_addr(&self) -> SocketAddr {
+        Bound::local_addr(self)
+    }
+    fn stop_handle(&self) -> StopHandle {
+        Bound::stop_handle(self)
+    }
+    fn handle_signals(&mut self) -> io::Result<()> {
+        Bound::handle_signals(self)
+    }
+    fn run(self) -> io::Result<()> {
+        Bound::run(self)
+    }
+}
+
+impl parlor_os::Stop for StopHandle {
+    fn stop(&self) {
+        StopHandle::stop(self)
     }
 }
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     /// What a held poll costs beside the socket's registration and the core's slot: its task
     /// (this future plus the executor's header) and its mailbox. Keep them small.
