@@ -443,7 +443,9 @@ impl Server {
         Ok(())
     }
 
-    /// `n` bytes of what was sent on `conn` were written to its socket.
+    /// `n` bytes of what was sent on `conn` were written to its socket. It never produces
+    /// outputs, so an adapter may batch these reports, as long as it makes them before its next
+    /// other input for the connection.
     pub fn handle_flushed(&mut self, conn: ConnId, n: usize, _now: Instant) -> Result<(), Error> {
         let c = self.conn_mut(conn)?;
         c.unsent = c.unsent.saturating_sub(n);
