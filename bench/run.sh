@@ -26,6 +26,7 @@ done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 BIN="$CARGO_TARGET_DIR/release"
 RESULTS=bench/results
+((QUICK)) && RESULTS=bench/results/quick # never overwrite the committed results with a check
 OUT="$RESULTS/latest.jsonl"
 LOGDIR="$(mktemp -d)"
 mkdir -p "$RESULTS"
@@ -78,7 +79,11 @@ free_port() {
 start_server() { # name
     local name=$1 port log
     port=$(free_port)
-    log="$LOGDIR/$name.log"
+    STARTS=$((${STARTS:-0} + 1))
+    # A new file per start: the previous start's "listening on" line must not be mistaken for
+    # this one's.
+    log="$LOGDIR/$name.$STARTS.log"
+    : >"$log"
     local args=(--listen "127.0.0.1:$port")
     if [[ $name != baseline ]]; then
         # High enough for every mode; the long poll timeout keeps held polls from turning into
