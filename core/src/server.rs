@@ -844,6 +844,7 @@ impl Server {
             cors,
         });
         self.metrics.held += 1;
+        self.conns[id.0].reader.release();
         self.set_timer(id, Some((now + self.config.poll_timeout, TimerKind::Poll)));
     }
 
