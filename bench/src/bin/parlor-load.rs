@@ -483,6 +483,8 @@ fn fanout(o: &Opts) -> Results {
     let mut errors = 0usize;
     let mut early = 0usize;
     let mut waiting: Vec<bool> = written.clone();
+    // Polls held when a publish went out, fewest over the rounds (N unless connects failed).
+    let mut fewest_held = n;
     let body_pad = "x".repeat(o.msg_bytes.saturating_sub(16));
     for round in 0..o.rounds {
         // Every subscriber that is not waiting (answered last round, or failed) polls again.
@@ -531,6 +533,7 @@ fn fanout(o: &Opts) -> Results {
             }
         }
         let expected = waiting.iter().filter(|w| **w).count();
+        fewest_held = fewest_held.min(expected);
         let body = format!("fanout {round:04} {body_pad}");
         let publish = publish_request(o, &o.room, &body);
         let t0 = Instant::now();
@@ -593,7 +596,7 @@ fn fanout(o: &Opts) -> Results {
     let p50 = median(&mut p50s);
     let p99 = median(&mut p99s);
     let human = format!(
-        "fanout  {:<16} n={n} rounds={}: last {:.2} ms (min {:.2}, max {:.2}), p50 {:.2} ms, p99 {:.2} ms, lost {lost_total}, errors {errors}, answered before publish {early}, cpu: server {cpu:.2} s, client {client_cpu:.2} s",
+        "fanout  {:<16} n={n} rounds={}: last {:.2} ms (min {:.2}, max {:.2}), p50 {:.2} ms, p99 {:.2} ms, lost {lost_total}, errors {errors}, answered before publish {early}, fewest held {fewest_held}, cpu: server {cpu:.2} s, client {client_cpu:.2} s",
         o.label,
         o.rounds,
         last_med / 1000.0,
@@ -612,6 +615,7 @@ fn fanout(o: &Opts) -> Results {
         .num("p99_us", p99)
         .num("all_p99_us", all.quantile_us(0.99) as f64)
         .int("lost", lost_total as u64)
+        .int("held_min", fewest_held as u64)
         .int("errors", errors as u64)
         .int("early", early as u64)
         .num("server_cpu_s", cpu)
