@@ -8,7 +8,13 @@ pub(crate) fn field(query: &[u8], key: &str) -> Result<Option<String>, ()> {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &b""[..]),
         };
-        if decode(k)?.as_slice() == key.as_bytes() {
+        // Keys are plain words: compare without decoding unless the key is encoded.
+        let matches = if k.iter().any(|&b| b == b'%' || b == b'+') {
+            decode(k)?.as_slice() == key.as_bytes()
+        } else {
+            k == key.as_bytes()
+        };
+        if matches {
             return String::from_utf8(decode(v)?).map(Some).map_err(|_| ());
         }
     }
@@ -148,6 +154,7 @@ mod tests {
         assert_eq!(field(b"a=%", "a"), Err(()));
         assert_eq!(field(b"a=%ff", "a"), Err(()));
         assert_eq!(field(b"room=1&room=2", "room"), Ok(Some("1".into())));
+        assert_eq!(field(b"r%6Fom=x", "room"), Ok(Some("x".into())));
     }
 
     #[test]
