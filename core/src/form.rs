@@ -42,21 +42,49 @@ fn decode(s: &[u8]) -> Result<Vec<u8>, ()> {
     Ok(out)
 }
 
-/// The media type of a `Content-Type` value, lowercased, without parameters.
-pub(crate) fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+/// The media type of a `Content-Type` value, without parameters (case is kept).
+fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
+/// The body formats a publish accepts (DESIGN §2), and the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Media {
+    /// `text/plain`, or no `Content-Type` at all.
+    Text,
+    /// `application/x-www-form-urlencoded`
+    Form,
+    /// `application/json`
+    Json,
+    /// Anything else.
+    Other,
+}
+
+impl Media {
+    /// The media of a `Content-Type` value (none: plain text). Media types are
+    /// case-insensitive.
+    pub(crate) fn of(content_type: Option<&str>) -> Media {
+        let Some(ct) = content_type else {
+            return Media::Text;
+        };
+        let m = media_type(ct);
+        if m.is_empty() || m.eq_ignore_ascii_case("text/plain") {
+            Media::Text
+        } else if m.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            Media::Form
+        } else if m.eq_ignore_ascii_case("application/json") {
+            Media::Json
+        } else {
+            Media::Other
+        }
+    }
 }
 
 /// Whether an `Accept` value asks for JSON.
 pub(crate) fn accepts_json(accept: &str) -> bool {
     accept
         .split(',')
-        .any(|part| media_type(part) == "application/json")
+        .any(|part| media_type(part).eq_ignore_ascii_case("application/json"))
 }
 
 /// A publish body, decoded: the message text and the optional client id.
@@ -70,32 +98,33 @@ pub(crate) struct Publish {
 pub(crate) type Refusal = (u16, &'static str);
 
 /// Decodes a publish body by its media type (DESIGN §2).
-pub(crate) fn publish_body(media: &str, body: &[u8]) -> Result<Publish, Refusal> {
+pub(crate) fn publish_body(media: Media, body: Vec<u8>) -> Result<Publish, Refusal> {
     const NOT_UTF8: Refusal = (400, "message is not valid UTF-8");
     match media {
-        "" | "text/plain" => {
-            let message = String::from_utf8(body.to_vec()).map_err(|_| NOT_UTF8)?;
+        Media::Text => {
+            // The body becomes the message without a copy.
+            let message = String::from_utf8(body).map_err(|_| NOT_UTF8)?;
             Ok(Publish { message, id: None })
         }
-        "application/x-www-form-urlencoded" if !body.contains(&b'=') => {
+        Media::Form if !body.contains(&b'=') => {
             // `curl -d 'hello'` sends a form that is just the text: take it as the message.
-            let message = decode(body)
+            let message = decode(&body)
                 .ok()
                 .and_then(|m| String::from_utf8(m).ok())
                 .ok_or((400, "form body is not valid UTF-8 or percent-encoding"))?;
             Ok(Publish { message, id: None })
         }
-        "application/x-www-form-urlencoded" => {
-            let message = field(body, "message")
+        Media::Form => {
+            let message = field(&body, "message")
                 .map_err(|()| (400, "form field is not valid UTF-8 or percent-encoding"))?
                 .ok_or((400, "missing message field"))?;
-            let id = field(body, "id").map_err(|()| (400, "invalid id field"))?;
+            let id = field(&body, "id").map_err(|()| (400, "invalid id field"))?;
             Ok(Publish { message, id })
         }
-        "application/json" => {
-            std::str::from_utf8(body).map_err(|_| NOT_UTF8)?;
+        Media::Json => {
+            std::str::from_utf8(&body).map_err(|_| NOT_UTF8)?;
             let value: serde_json::Value =
-                serde_json::from_slice(body).map_err(|_| (400, "invalid JSON body"))?;
+                serde_json::from_slice(&body).map_err(|_| (400, "invalid JSON body"))?;
             let object = value
                 .as_object()
                 .ok_or((400, "JSON body must be an object"))?;
@@ -111,7 +140,7 @@ pub(crate) fn publish_body(media: &str, body: &[u8]) -> Result<Publish, Refusal>
             };
             Ok(Publish { message, id })
         }
-        _ => Err((415, "unsupported content type")),
+        Media::Other => Err((415, "unsupported content type")),
     }
 }
 
@@ -159,7 +188,7 @@ mod tests {
 
     #[test]
     fn publish_bodies() {
-        let p = |m, b: &[u8]| publish_body(m, b);
+        let p = |m: &str, b: &[u8]| publish_body(Media::of(Some(m)), b.to_vec());
         assert_eq!(p("text/plain", b"hi").unwrap().message, "hi");
         assert_eq!(p("", b"hi").unwrap().message, "hi");
         assert_eq!(
@@ -201,7 +230,14 @@ mod tests {
 
     #[test]
     fn media_types() {
-        assert_eq!(media_type("Text/Plain; charset=utf-8"), "text/plain");
+        assert_eq!(Media::of(Some("Text/Plain; charset=utf-8")), Media::Text);
+        assert_eq!(Media::of(None), Media::Text);
+        assert_eq!(Media::of(Some("APPLICATION/JSON")), Media::Json);
+        assert_eq!(
+            Media::of(Some("application/x-www-form-urlencoded; charset=utf-8")),
+            Media::Form
+        );
+        assert_eq!(Media::of(Some("text/html")), Media::Other);
         assert!(accepts_json("text/html, application/json;q=0.9"));
         assert!(!accepts_json("*/*"));
     }

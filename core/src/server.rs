@@ -27,7 +27,9 @@
 //!
 //! Each connection has at most one deadline, whose kind follows its state (head read, idle
 //! keep-alive, poll, closing). Deadlines live in one ordered set keyed by `(deadline, conn)`, so
-//! arming, disarming and finding the next one are O(log n) and a timeout never scans.
+//! arming, disarming and finding the next one are O(log n) and a timeout never scans. A deadline
+//! that only moves later (the idle clock of a keep-alive connection after each request) keeps
+//! its entry and records the new due time; when the entry fires early it re-files itself.
 //!
 //! A publish answers every waiter of its room. All waiters of one representation (plain or JSON,
 //! times the three connection headers) get clones of one encoded `Bytes`.
@@ -158,7 +160,13 @@ struct Conn {
     state: State,
     /// Bytes handed to the adapter and not yet reported flushed.
     unsent: usize,
+    /// The connection's entry in the timer set, and its kind.
     timer: Option<(Instant, TimerKind)>,
+    /// When the timer is really due: later than its entry when a keep-alive or head deadline
+    /// was pushed back without touching the set (the entry then re-files itself when it fires).
+    due: Instant,
+    /// A request completed since the deadline was last set: the next one starts afresh.
+    rearm: bool,
     paused: bool,
     eof: bool,
 }
@@ -393,6 +401,8 @@ impl Server {
             state: State::Open,
             unsent: 0,
             timer: None,
+            due: now,
+            rearm: false,
             paused: false,
             eof: false,
         }));
@@ -473,9 +483,19 @@ impl Server {
             if deadline > now {
                 break;
             }
-            let kind = self.conns.get(id.0).and_then(|c| c.timer).map(|t| t.1);
+            let timer = self
+                .conns
+                .get(id.0)
+                .and_then(|c| c.timer.map(|t| (t.1, c.due)));
             self.set_timer(id, None);
-            match kind {
+            if let Some((kind, due)) = timer {
+                if due > now {
+                    // Pushed back meanwhile: file the entry again at its real deadline.
+                    self.set_timer(id, Some((due, kind)));
+                    continue;
+                }
+            }
+            match timer.map(|t| t.0) {
                 Some(TimerKind::Poll) => self.answer_timeout(id, now),
                 Some(TimerKind::Head) => {
                     if self.conns[id.0].reader.in_request() {
@@ -542,8 +562,8 @@ impl Server {
                 Ok(ReadEvent::Continue) => self.send(id, Bytes::from_static(response::CONTINUE)),
                 Ok(ReadEvent::Request(request)) => {
                     self.metrics.requests += 1;
-                    // A new request restarts the idle clock after it is answered.
-                    self.set_timer(id, None);
+                    // A new request restarts the idle (or next head) clock once answered.
+                    c.rearm = true;
                     self.handle_request(id, request, now);
                 }
                 Err(HttpError { status, reason }) => self.refuse(id, status, reason, now),
@@ -568,12 +588,13 @@ impl Server {
                 } else {
                     TimerKind::Idle
                 };
-                if c.timer.map(|t| t.1) != Some(kind) {
+                if c.rearm || c.timer.map(|t| t.1) != Some(kind) {
+                    c.rearm = false;
                     let after = match kind {
                         TimerKind::Head => self.config.head_timeout,
                         _ => self.config.idle_timeout,
                     };
-                    self.set_timer(id, Some((now + after, kind)));
+                    self.push_back_timer(id, kind, now + after);
                 }
                 false
             }
@@ -600,7 +621,21 @@ impl Server {
         }
         c.timer = timer;
         if let Some((at, _)) = timer {
+            c.due = at;
             self.timers.insert((at, id));
+        }
+    }
+
+    /// Sets a deadline of `kind` at `due`. When the connection already has an entry of that
+    /// kind that is not later, only its due time moves: a keep-alive connection answering
+    /// request after request then touches the timer set once per timeout, not twice per request.
+    fn push_back_timer(&mut self, id: ConnId, kind: TimerKind, due: Instant) {
+        let Some(c) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        match c.timer {
+            Some((at, k)) if k == kind && at <= due => c.due = due,
+            _ => self.set_timer(id, Some((due, kind))),
         }
     }
 
@@ -747,7 +782,7 @@ impl Server {
                 self.answer(id, data, persist, now);
             }
             "/subscribe" => self.subscribe(id, &request, persist, now),
-            _ => self.publish(id, &request, persist, now),
+            _ => self.publish(id, request, persist, now),
         }
     }
 
@@ -950,7 +985,7 @@ impl Server {
         self.ready.push(id);
     }
 
-    fn publish(&mut self, id: ConnId, request: &Request, persist: Persist, now: Instant) {
+    fn publish(&mut self, id: ConnId, mut request: Request, persist: Persist, now: Instant) {
         if let Some(origin) = request.headers.origin.as_deref() {
             if !self.origin_allowed(origin, request.headers.host.as_deref()) {
                 return self.error(
@@ -963,23 +998,18 @@ impl Server {
                 );
             }
         }
-        let room_i = match self.room_for(request) {
+        let room_i = match self.room_for(&request) {
             Ok(r) => r,
             Err((status, reason)) => return self.error(id, status, reason, &[], persist, now),
         };
-        let media = request
-            .headers
-            .content_type
-            .as_deref()
-            .map(form::media_type)
-            .unwrap_or_default();
-        let wants_json = media == "application/json"
+        let media = form::Media::of(request.headers.content_type.as_deref());
+        let wants_json = media == form::Media::Json
             || request
                 .headers
                 .accept
                 .as_deref()
                 .is_some_and(form::accepts_json);
-        let body = match form::publish_body(&media, &request.body) {
+        let body = match form::publish_body(media, std::mem::take(&mut request.body)) {
             Ok(b) => b,
             Err((status, reason)) => return self.error(id, status, reason, &[], persist, now),
         };
@@ -1029,9 +1059,7 @@ impl Server {
                 seq
             }
         };
-        let mut cursor = self.epoch.clone();
-        cursor.push('-');
-        cursor.push_str(&seq.to_string());
+        let cursor = format!("{}-{seq}", self.epoch);
         let (content_type, body) = if wants_json {
             (
                 response::APPLICATION_JSON,
@@ -1041,7 +1069,7 @@ impl Server {
             (response::TEXT_PLAIN, format!("{cursor}\n"))
         };
         let origin = self
-            .cors_index(request)
+            .cors_index(&request)
             .and_then(|i| self.config.allow_origins.get(usize::from(i)));
         let headers = poll_headers(&cursor, 0, "", origin.map(String::as_str));
         let data = Response {
