@@ -194,6 +194,13 @@ impl Harness {
                 }
                 Output::Abort { .. } => {
                     assert!(!m.aborted, "Abort twice");
+                    // Abort ends a Close that did not finish in time, or cuts off a client
+                    // whose unsent bytes passed the cap: nothing else.
+                    assert!(
+                        m.closing || m.unsent > self.config.max_unsent_bytes,
+                        "Abort without Close, with {} bytes unsent",
+                        m.unsent
+                    );
                     m.aborted = true;
                 }
                 Output::PauseRead { .. } => {
@@ -218,6 +225,14 @@ impl Harness {
         );
         if let Err(e) = self.server.check_invariants() {
             panic!("server invariant: {e}");
+        }
+        // Every connection not cut off waits on a deadline (head, idle, poll or closing), so
+        // with any such connection open there is a next deadline.
+        if self.open.values().any(|m| !m.aborted) {
+            assert!(
+                self.server.poll_timeout().is_some(),
+                "open connections and no deadline"
+            );
         }
         for (id, m) in &self.open {
             if !m.aborted {
