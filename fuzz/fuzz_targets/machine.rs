@@ -1,3 +1,6 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| parlor_core::fuzzing::machine(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| parlor_core::fuzzing::machine(
+    data,
+    std::time::Instant::now()
+));

@@ -23,8 +23,8 @@
 //! were sent. At the end it shuts the server down and lets time run until every connection is
 //! gone, which also checks that every connection has a deadline.
 
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -134,11 +134,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(config: Config) -> Self {
-        // The only clock read: a base that the run only adds fixed steps to, so the run does
-        // not depend on its value.
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
+    fn new(config: Config, now: Instant) -> Self {
         Harness {
             server: Server::new(config.clone(), EPOCH_MS, now),
             config,
@@ -476,10 +472,12 @@ fn request(template: u8, room: u8, flags: u8, cursors: &[String], epoch: &str) -
 }
 
 /// Runs the decoded operations (see the [module docs](self)), checking after every step.
-pub fn machine(data: &[u8]) {
+/// `origin` is any instant: the run only adds fixed steps to it (the core reads no clock, so
+/// the caller, a fuzz target or a test, supplies it).
+pub fn machine(data: &[u8], origin: Instant) {
     let mut input = Input { data };
     let config = config_for(input.byte());
-    let mut h = Harness::new(config);
+    let mut h = Harness::new(config, origin);
     h.drain();
     // Each operation reads at least its own byte: the loop ends with the input.
     while !input.data.is_empty() {
