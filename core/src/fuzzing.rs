@@ -292,48 +292,6 @@ fn respond(outcome: &Outcome) -> bytes::Bytes {
 
 #[cfg(test)]
 mod tests {
-    //! Replays the committed corpus (`fuzz/corpus/<target>/*`) through the targets' logic, so
-    //! the fuzzers' invariants and their regressions run with plain `cargo test`.
-
-    use std::fs;
-    use std::path::Path;
-
-    fn replay(target: &str, run: fn(&[u8])) -> usize {
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus")).join(target);
-        let mut entries: Vec<_> = fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file())
-            .collect();
-        entries.sort();
-        for path in &entries {
-            let data = fs::read(path).unwrap();
-            let result = std::panic::catch_unwind(|| run(&data));
-            assert!(result.is_ok(), "{target}: {} fails", path.display());
-        }
-        entries.len()
-    }
-
-    #[test]
-    fn corpus_parse() {
-        assert!(replay("parse", super::parse) > 0, "no corpus for parse");
-    }
-
-    #[test]
-    fn corpus_split() {
-        assert!(replay("split", super::split) > 0, "no corpus for split");
-    }
-
-    #[test]
-    fn corpus_machine() {
-        fn run(data: &[u8]) {
-            // A test may read the clock; the core under test never does.
-            #[allow(clippy::disallowed_methods)]
-            super::machine(data, std::time::Instant::now());
-        }
-        assert!(replay("machine", run) > 0, "no corpus for machine");
-    }
-
     #[test]
     fn split_decoding() {
         let split = super::split_chunks(b"\x00\x02\x03\x00\x01\x00abcdef").unwrap();
