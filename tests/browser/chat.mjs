@@ -12,7 +12,7 @@
 //      (default: target/screenshots in the workspace).
 // Page errors, CSP violations and other console errors fail the test too.
 // Exit status 0 on success, 1 on failure (with the reason on stderr), 2 on bad usage.
-// Set up with `.ci/setup-browser` (installs chromium and runs `npm ci` here).
+// Set up with `cargo xtask setup` (installs chromium and runs `npm ci` here; `cargo xtask test` does it too).
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

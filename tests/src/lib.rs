@@ -10,6 +10,8 @@
 //!   scenario needs, learns its port from the start-up line, kills it on drop.
 //! * [`client`]: a raw HTTP/1.1 client over `std::net::TcpStream` (no HTTP library), so tests write
 //!   and read exact bytes: requests as written, responses framed by `Content-Length` only.
+//! * [`require`]: a test that needs an external program (chromium, redis-server, nginx) checks for
+//!   it first and fails, naming `cargo xtask test`, when it is missing.
 //!
 //! ## Finding the binaries
 //! Cargo offers `CARGO_BIN_EXE_<name>` only to the tests of the binary's own package, and a
@@ -26,9 +28,11 @@
 //! performance claims.
 
 pub mod client;
+pub mod require;
 pub mod server;
 
 pub use client::{request, Client, Response};
+pub use require::{require_program, SETUP_COMMAND};
 pub use server::{Kind, Server};
 
 use std::time::Duration;

@@ -1,13 +1,13 @@
 //! The chat page in headless Chromium against each server: runs
 //! `node tests/browser/chat.mjs <url> <server> <screenshot-dir>` (see that file for the steps).
-//! Needs Debian's `chromium` and `npm ci` in tests/browser: `.ci/setup-browser` installs both.
+//! Needs Debian's `chromium` and `npm ci` in tests/browser: `cargo xtask test` installs both.
 //! When either is missing the test fails and says so; it never passes without a browser.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use parlor_tests::{both, server::workspace_root, Kind, Server};
+use parlor_tests::{both, server::workspace_root, Kind, Server, SETUP_COMMAND};
 
 both!(chat_page_in_chromium);
 
@@ -41,7 +41,7 @@ fn require_browser(dir: &Path) {
     }
     assert!(
         missing.is_empty(),
-        "the browser test cannot run: missing {}. Run `.ci/setup-browser` (installs chromium and runs npm ci in tests/browser).",
+        "the browser test cannot run: missing {}. Run `{SETUP_COMMAND}` (installs chromium, runs npm ci in tests/browser, then runs the suite).",
         missing.join(", ")
     );
 }
