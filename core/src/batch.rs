@@ -2,16 +2,19 @@
 //! cursor headers. A fan-out encodes each representation once and shares the `Bytes`.
 
 use bytes::Bytes;
+use slab::Slab;
 
 use crate::cors;
+use crate::cors::Cors;
 use crate::cursor::Cursor;
 use crate::form::push_json_string;
 use crate::response::{self, push_u64, Persist, Response};
-use crate::room::Room;
+use crate::room::{Room, Waiter};
+use crate::ConnId;
 
 /// What tells two answers to the same poll apart: JSON or plain, the connection header, and the
 /// allow-listed origin (CORS headers).
-pub(crate) type Representation = (bool, Persist, Option<u16>);
+type Representation = (bool, Persist, Option<u16>);
 
 /// The headers of a poll or publish answer: its cursor, the gap if any, and the CORS headers
 /// for an allow-listed cross-origin caller.
@@ -114,4 +117,40 @@ pub(crate) fn timed_out(cursor: Cursor<'_>, origin: Option<&str>, persist: Persi
         ..Response::new(204, None, b"")
     }
     .encode()
+}
+
+/// The answers to every waiter of `room` for the message `seq`: one encoding per
+/// representation, cloned to every waiter that wants it.
+pub(crate) fn fan_out(
+    room: &Room,
+    waiters: &Slab<Waiter>,
+    seq: u64,
+    epoch: &str,
+    max: usize,
+    cors: &Cors,
+) -> Vec<(ConnId, Bytes, Persist)> {
+    // There are only a handful of representations, so a list beats a map.
+    let mut encoded: Vec<(Representation, Bytes)> = Vec::new();
+    let mut answered = Vec::with_capacity(waiters.len());
+    for (_, w) in waiters.iter() {
+        let key = (w.json, w.persist, w.cors);
+        let data = match encoded.iter().find(|(k, _)| *k == key) {
+            Some((_, d)) => d.clone(),
+            None => {
+                let batch = Batch {
+                    epoch,
+                    gap: 0,
+                    json: w.json,
+                    max,
+                    persist: w.persist,
+                    origin: cors.origin(w.cors),
+                };
+                let (d, _) = batch.encode(room, seq - 1);
+                encoded.push((key, d.clone()));
+                d
+            }
+        };
+        answered.push((w.conn, data, w.persist));
+    }
+    answered
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use core::net::IpAddr;
 
-use crate::batch::{self, Batch, Representation};
+use crate::batch;
 use crate::config::Config;
 use crate::conn::{Conns, Hold, Received};
 use crate::cors::Cors;
@@ -424,29 +424,9 @@ impl Server {
             self.rooms.get_mut(room_i).waiters = waiters;
             return;
         }
-        // One encoding per representation; there are only a handful, so a list beats a map.
-        let mut encoded: Vec<(Representation, Bytes)> = Vec::new();
-        let mut answered = Vec::with_capacity(waiters.len());
-        for (_, w) in waiters.iter() {
-            let key = (w.json, w.persist, w.cors);
-            let data = match encoded.iter().find(|(k, _)| *k == key) {
-                Some((_, d)) => d.clone(),
-                None => {
-                    let batch = Batch {
-                        epoch: &self.epoch,
-                        gap: 0,
-                        json: w.json,
-                        max: self.config.batch_messages,
-                        persist: w.persist,
-                        origin: self.cors.origin(w.cors),
-                    };
-                    let (d, _) = batch.encode(self.rooms.get(room_i), seq - 1);
-                    encoded.push((key, d.clone()));
-                    d
-                }
-            };
-            answered.push((w.conn, data, w.persist));
-        }
+        let room = self.rooms.get(room_i);
+        let max = self.config.batch_messages;
+        let answered = batch::fan_out(room, &waiters, seq, &self.epoch, max, &self.cors);
         waiters.clear();
         self.conns.metrics.delivered += answered.len() as u64;
         for (conn, data, persist) in answered {
