@@ -413,7 +413,8 @@ impl Server {
         };
         let data = batch::timed_out(cursor, self.cors.origin(hold.cors), hold.persist);
         self.conns
-            .resume(id, data, hold.persist, &mut self.rooms, now);
+            .answer(id, data, hold.persist, &mut self.rooms, now);
+        self.conns.ready(id);
     }
 
     /// Answers every held poll of a room with the message `seq`, one shared `Bytes` per
@@ -432,7 +433,8 @@ impl Server {
         for (conn, data, persist) in answered {
             // The slot was cleared above: waking only moves the connection back to Open.
             self.conns.wake(conn);
-            self.conns.resume(conn, data, persist, &mut self.rooms, now);
+            self.conns.answer(conn, data, persist, &mut self.rooms, now);
+            self.conns.ready(conn);
         }
         // Keep the slab's capacity for the next round unless new polls came in meanwhile.
         if self.rooms.get(room_i).waiters.is_empty() {

@@ -384,7 +384,8 @@ impl Conns {
     }
 
     /// Held → Open for a poll answered by a publish, whose waiter slot the caller has already
-    /// emptied. The caller then sends the answer with [`resume`](Self::resume).
+    /// emptied. The caller then sends the answer and marks the connection
+    /// [`ready`](Self::ready).
     pub fn wake(&mut self, id: ConnId) {
         let c = &mut self.slab[id.0];
         debug_assert!(
@@ -394,18 +395,5 @@ impl Conns {
         c.state = State::Open;
         self.held -= 1;
         self.set_timer(id, None);
-    }
-
-    /// Sends the answer of a released poll and puts the connection on the ready list.
-    pub fn resume(
-        &mut self,
-        id: ConnId,
-        data: Bytes,
-        persist: Persist,
-        rooms: &mut Rooms,
-        now: Instant,
-    ) {
-        self.answer(id, data, persist, rooms, now);
-        self.ready.push(id);
     }
 }

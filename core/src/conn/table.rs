@@ -137,6 +137,11 @@ impl Conns {
         Some(event)
     }
 
+    /// Marks a connection whose poll was answered: its buffered requests are read next.
+    pub fn ready(&mut self, id: ConnId) {
+        self.ready.push(id);
+    }
+
     /// A connection whose poll was answered, to read its buffered requests next.
     pub fn pop_ready(&mut self) -> Option<ConnId> {
         self.ready.pop()
