@@ -295,13 +295,16 @@ impl Server {
             let reason = "server is shutting down";
             return self.conns.refuse(id, 503, reason, &mut self.rooms, now);
         }
+        let Some(peer) = self.conns.peer(id) else {
+            return;
+        };
         let persist = Persist::for_request(request.version, request.keep_alive);
-        let action = self.route(id, request, persist, now);
+        let action = self.route(peer, request, persist, now);
         self.carry_out(id, action, persist, now);
     }
 
     /// What the request asks for.
-    fn route(&mut self, id: ConnId, request: Request, persist: Persist, now: Instant) -> Action {
+    fn route(&mut self, peer: IpAddr, request: Request, persist: Persist, now: Instant) -> Action {
         let Some(route) = Route::from_path(request.path()) else {
             return Action::reject(404, "not found");
         };
@@ -336,10 +339,7 @@ impl Server {
             Route::Subscribe => subscribe::handle(&ctx, &mut self.rooms, &request),
             Route::Publish => {
                 let from = publish::Sender {
-                    peer: self
-                        .conns
-                        .peer(id)
-                        .expect("a request comes from an open connection"),
+                    peer,
                     now,
                     time_ms: self.epoch_ms
                         + now.saturating_duration_since(self.start).as_millis() as u64,
@@ -452,5 +452,22 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "time went backwards")]
+    #[allow(clippy::disallowed_methods)] // a test needs some origin instant
+    fn time_never_goes_backwards() {
+        let t0 = Instant::now();
+        let mut server = Server::new(Config::default(), 0, t0 + Duration::from_secs(1));
+        server.handle_timeout(t0 + Duration::from_secs(2));
+        server.handle_timeout(t0);
     }
 }
