@@ -93,22 +93,43 @@
 //! ```
 //!
 //! ## Layout
+//! One concern per file; each layer uses only the layers below it (see `ARCHITECTURE.md`).
+//! * [`Server`] (`server.rs`): the `handle_*` inputs and `poll_*` outputs, shutdown, and the
+//!   dispatch that carries out what a route decided, including a publish's fan-out.
+//! * `routes/`: the `Route` of a request from its path, the methods each
+//!   allows, and the handlers (`subscribe.rs`, `publish.rs`), which return what to do.
+//! * `conn/`: the connection states and every transition between them (`mod.rs`, with the
+//!   state diagram), the table's bookkeeping (`table.rs`), and the invariant check (`check.rs`).
+//! * `timers.rs`: deadlines, at most one per connection, in one ordered set.
+//! * `room.rs`: rooms, their bounded history and their waiters; `cursor.rs`: the cursor a
+//!   client holds, parsed and displayed in one place.
+//! * `batch.rs`: encoding a poll's answer (one message as text, a batch as JSON).
+//! * `cors.rs`: the origin allow-list; `rate.rs`: the publish token bucket.
+//! * `page.rs`: the chat page's files and their CSP; `metrics.rs`: the counters and their
+//!   Prometheus text.
+//! * `form.rs`: query strings, form and JSON publish bodies.
 //! * [`http`]: the incremental HTTP/1.1 request reader (RFC 9112 framing and limits).
 //! * [`response`]: encoding responses into `Bytes`, and the cache of constant responses.
 //! * [`config`]: every limit and timeout, their defaults, validation, and the command line
 //!   both server binaries share.
-//! * [`Server`] (`server.rs`): the chat state machine: connections, routing, rooms and their
-//!   history (`room.rs`), held polls, timers, metrics.
-//! * `form.rs`: query strings, form and JSON publish bodies.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod batch;
 pub mod config;
+mod conn;
+mod cors;
+mod cursor;
 mod form;
 pub mod http;
+mod metrics;
+mod page;
+mod rate;
 pub mod response;
 mod room;
+mod routes;
 mod server;
+mod timers;
 
 pub use config::Config;
 pub use server::{ConnId, Error, Output, Server};

@@ -1,9 +1,8 @@
-//! Rooms: bounded message history, cursors, and the slab of held polls.
+//! Rooms: bounded message history and the slab of held polls.
 //!
-//! A message's cursor is `<epoch>-<seq>`: the server's epoch tag (its start time in base 36) and
-//! the message's number in its room. Sequence numbers start at 1 and never repeat within an
-//! epoch, so "everything after cursor C" is a range of the history, found by arithmetic, not by
-//! a search.
+//! Messages are numbered from 1 in each room and never renumbered, so "everything after
+//! sequence number N" is a range of the history, found by arithmetic, not by a search (see
+//! `cursor.rs` for how the number travels to clients).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -111,51 +110,52 @@ impl Room {
     }
 }
 
-/// What a `since` (or `Last-Event-ID`) value asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Since {
-    /// `since=0`: everything retained, no gap signalled.
-    All,
-    /// A cursor of this epoch: messages after this sequence number.
-    Seq(u64),
-    /// A cursor of another epoch (from before a restart).
-    OtherEpoch,
+/// Every room, by index (a room is never removed, so an index stays valid) and by name.
+#[derive(Debug, Default)]
+pub(crate) struct Rooms {
+    list: Vec<Room>,
+    index: HashMap<Box<str>, usize>,
 }
 
-/// Parses a cursor. `None`: not a cursor.
-pub(crate) fn parse_since(value: &str, epoch: &str) -> Option<Since> {
-    if value == "0" {
-        return Some(Since::All);
+impl Rooms {
+    /// How many rooms exist.
+    pub fn len(&self) -> usize {
+        self.list.len()
     }
-    let (tag, seq) = value.rsplit_once('-')?;
-    let valid_tag = !tag.is_empty()
-        && tag.len() <= 16
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
-    let valid_seq = !seq.is_empty() && seq.len() <= 19 && seq.bytes().all(|b| b.is_ascii_digit());
-    if !valid_tag || !valid_seq {
-        return None;
-    }
-    if tag != epoch {
-        return Some(Since::OtherEpoch);
-    }
-    seq.parse().ok().map(Since::Seq)
-}
 
-/// The base-36 tag of an epoch (ms since the Unix epoch).
-pub(crate) fn epoch_tag(mut ms: u64) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(DIGITS[(ms % 36) as usize]);
-        ms /= 36;
-        if ms == 0 {
-            break;
+    /// The room at `i`.
+    pub fn get(&self, i: usize) -> &Room {
+        &self.list[i]
+    }
+
+    /// The room at `i`, to change.
+    pub fn get_mut(&mut self, i: usize) -> &mut Room {
+        &mut self.list[i]
+    }
+
+    /// Every room.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn iter(&self) -> impl Iterator<Item = &Room> {
+        self.list.iter()
+    }
+
+    /// The room named `name`, created on first use unless there are `max_rooms` already.
+    pub fn find_or_create(&mut self, name: &str, max_rooms: usize) -> Option<usize> {
+        if let Some(&i) = self.index.get(name) {
+            return Some(i);
         }
+        if self.list.len() >= max_rooms {
+            return None;
+        }
+        self.list.push(Room::new(name));
+        self.index.insert(name.into(), self.list.len() - 1);
+        Some(self.list.len() - 1)
     }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
+
+    /// Takes a held poll out of room `room`'s waiters.
+    pub fn remove_waiter(&mut self, room: usize, slot: usize) {
+        self.list[room].waiters.try_remove(slot);
+    }
 }
 
 /// Whether `name` is a valid room name: 1–64 of `[A-Za-z0-9_-]`.
@@ -205,27 +205,6 @@ mod tests {
         assert_eq!(seqs(3), [4, 5]);
         assert_eq!(seqs(5), Vec::<u64>::new());
         assert_eq!(seqs(u64::MAX), Vec::<u64>::new());
-    }
-
-    #[test]
-    fn cursors_parse() {
-        assert_eq!(parse_since("0", "abc"), Some(Since::All));
-        assert_eq!(parse_since("abc-7", "abc"), Some(Since::Seq(7)));
-        assert_eq!(parse_since("abd-7", "abc"), Some(Since::OtherEpoch));
-        for bad in [
-            "",
-            "-",
-            "abc-",
-            "-7",
-            "ABC-7",
-            "abc-x",
-            "abc-99999999999999999999",
-            "7",
-        ] {
-            assert_eq!(parse_since(bad, "abc"), None, "{bad:?}");
-        }
-        assert_eq!(epoch_tag(0), "0");
-        assert_eq!(epoch_tag(36 * 36 + 35), "10z");
     }
 
     #[test]

@@ -1,0 +1,156 @@
+//! Encoding the answer to a poll: one message as plain text, or a batch as JSON, with the
+//! cursor headers. A fan-out encodes each representation once and shares the `Bytes`.
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::cors;
+use crate::cors::Cors;
+use crate::cursor::Cursor;
+use crate::form::push_json_string;
+use crate::response::{self, push_u64, Persist, Response};
+use crate::room::{Room, Waiter};
+use crate::ConnId;
+
+/// What tells two answers to the same poll apart: JSON or plain, the connection header, and the
+/// allow-listed origin (CORS headers).
+type Representation = (bool, Persist, Option<u16>);
+
+/// The headers of a poll or publish answer: its cursor, the gap if any, and the CORS headers
+/// for an allow-listed cross-origin caller.
+pub(crate) fn poll_headers<'a>(
+    cursor: &'a str,
+    gap: u64,
+    gap_text: &'a str,
+    origin: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut headers = Vec::with_capacity(5);
+    headers.push(("Parlor-Cursor", cursor));
+    if gap > 0 {
+        headers.push(("Parlor-Gap", gap_text));
+    }
+    if let Some(origin) = origin {
+        headers.extend(cors::answer_headers(origin));
+    }
+    headers
+}
+
+/// How to encode a poll's answer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Batch<'a> {
+    /// The epoch tag of this run (for cursors).
+    pub epoch: &'a str,
+    /// Messages skipped before the first one (evicted from the history).
+    pub gap: u64,
+    /// JSON batch rather than one plain-text message.
+    pub json: bool,
+    /// Most messages in one JSON batch.
+    pub max: usize,
+    pub persist: Persist,
+    /// The allow-listed origin, if the poll is cross-origin.
+    pub origin: Option<&'a str>,
+}
+
+impl Batch<'_> {
+    /// Encodes the answer to a poll with messages of `room` after `after`: the oldest one as
+    /// plain text, or a batch as JSON. Also returns how many messages it carries.
+    pub fn encode(&self, room: &Room, after: u64) -> (Bytes, u64) {
+        let gap_text = self.gap.to_string();
+        if !self.json {
+            let Some(m) = room.after(after).next() else {
+                return (Bytes::new(), 0);
+            };
+            let c = Cursor::at(self.epoch, m.seq).to_string();
+            let headers = poll_headers(&c, self.gap, &gap_text, self.origin);
+            let data = Response {
+                headers: &headers,
+                persist: self.persist,
+                ..Response::new(200, Some(response::TEXT_PLAIN), &m.text)
+            }
+            .encode();
+            return (data, 1);
+        }
+        let mut body = Vec::with_capacity(128);
+        body.extend_from_slice(b"{\"room\":");
+        push_json_string(&mut body, room.name.as_bytes());
+        body.extend_from_slice(b",\"messages\":[");
+        let mut next = after;
+        let mut count = 0;
+        for (i, m) in room.after(after).take(self.max).enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"{\"cursor\":\"");
+            Cursor::at(self.epoch, m.seq).push_to(&mut body);
+            body.extend_from_slice(b"\",\"time\":");
+            push_u64(&mut body, m.time_ms);
+            body.extend_from_slice(b",\"text\":");
+            push_json_string(&mut body, &m.text);
+            body.push(b'}');
+            next = m.seq;
+            count += 1;
+        }
+        let next = Cursor::at(self.epoch, next).to_string();
+        body.extend_from_slice(b"],\"next\":\"");
+        body.extend_from_slice(next.as_bytes());
+        body.extend_from_slice(b"\",\"gap\":");
+        push_u64(&mut body, self.gap);
+        body.push(b'}');
+        let headers = poll_headers(&next, self.gap, &gap_text, self.origin);
+        let data = Response {
+            headers: &headers,
+            persist: self.persist,
+            ..Response::new(200, Some(response::APPLICATION_JSON), &body)
+        }
+        .encode();
+        (data, count)
+    }
+}
+
+/// The answer to a poll that ran out of time: `204` with the unchanged cursor.
+pub(crate) fn timed_out(cursor: Cursor<'_>, origin: Option<&str>, persist: Persist) -> Bytes {
+    let cursor = cursor.to_string();
+    let headers = poll_headers(&cursor, 0, "", origin);
+    Response {
+        headers: &headers,
+        persist,
+        ..Response::new(204, None, b"")
+    }
+    .encode()
+}
+
+/// The answers to every waiter of `room` for the message `seq`: one encoding per
+/// representation, cloned to every waiter that wants it.
+pub(crate) fn fan_out(
+    room: &Room,
+    waiters: &Slab<Waiter>,
+    seq: u64,
+    epoch: &str,
+    max: usize,
+    cors: &Cors,
+) -> Vec<(ConnId, Bytes, Persist)> {
+    // There are only a handful of representations, so a list beats a map.
+    let mut encoded: Vec<(Representation, Bytes)> = Vec::new();
+    let mut answered = Vec::with_capacity(waiters.len());
+    for (_, w) in waiters.iter() {
+        let key = (w.json, w.persist, w.cors);
+        let data = match encoded.iter().find(|(k, _)| *k == key) {
+            Some((_, d)) => d.clone(),
+            None => {
+                let batch = Batch {
+                    epoch,
+                    gap: 0,
+                    json: w.json,
+                    max,
+                    persist: w.persist,
+                    origin: cors.origin(w.cors),
+                };
+                let (d, _) = batch.encode(room, seq - 1);
+                encoded.push((key, d.clone()));
+                d
+            }
+        };
+        answered.push((w.conn, data, w.persist));
+    }
+    answered
+}

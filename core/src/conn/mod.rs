@@ -1,0 +1,399 @@
+//! Connections: their states and every transition between them.
+//!
+//! # Theory of operation
+//!
+//! Every connection is a slot in a slab, named by its [`ConnId`], in one of three states. `State`
+//! is assigned only in this file:
+//!
+//! ```text
+//!            accept
+//!              │
+//!              ▼        request is a long-poll that must wait (hold)
+//!   ┌───────► Open ─────────────────────────────────────────► Held
+//!   │          │  ▲                                            │
+//!   │          │  └── answered: publish (wake), poll timeout ──┘
+//!   │          │      (release_hold)
+//!   │          │ error (refuse), Connection: close, timeout, EOF, shutdown, write cap passed
+//!   │          ▼       (close, or abort past the write cap)
+//!   │       Closing ──── handle_closed (closed) ────► slot freed
+//!   └─ (pipelined requests are read only in Open)
+//! ```
+//!
+//! * **Open**: requests are read and answered in order. Pipelined bytes wait in the
+//!   connection's [`RequestReader`].
+//! * **Held**: a `GET /subscribe` is waiting in its room's slab of waiters. Bytes that arrive
+//!   meanwhile are buffered, up to `max_pipeline_bytes`; past that the adapter is told to pause
+//!   reading. Answering the poll returns the connection to Open and puts it on the ready list,
+//!   so the server reads what was buffered.
+//! * **Closing**: `Close` or `Abort` was emitted; only `handle_closed` frees the slot.
+//!
+//! Each connection has at most one deadline (see `timers.rs`), whose kind follows its state:
+//! head read or idle keep-alive while Open, the poll while Held, closing while Closing.
+//! [`Conns::settle`] puts the deadline and the read pause in line after every change.
+//!
+//! This layer knows connections, bytes and rooms' waiter slots; it does not know routes, cursors
+//! or message encodings (the server hands it encoded answers).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use core::net::IpAddr;
+use slab::Slab;
+
+use crate::http::{Limits, RequestReader};
+use crate::metrics::Metrics;
+use crate::response::{self, Persist, ResponseCache};
+use crate::room::Rooms;
+use crate::timers::{Deadline, TimerKind, Timers};
+use crate::{ConnId, Error, Output};
+
+#[cfg(any(test, feature = "fuzzing"))]
+mod check;
+mod table;
+
+pub(crate) use table::Received;
+
+/// How long a client told to come back (503, 429) is asked to wait, at least.
+pub(crate) const RETRY_AFTER_SECS: &str = "2";
+
+/// A held poll: where its waiter sits and what its timeout answer needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hold {
+    pub room: usize,
+    pub slot: usize,
+    /// The cursor answered with on timeout: the sequence number the poll waits after, or `0`
+    /// itself when the poll asked for `since=0`.
+    pub after: u64,
+    pub since_all: bool,
+    pub persist: Persist,
+    /// Index of the request's allow-listed cross-origin `Origin`, if any (CORS headers).
+    pub cors: Option<u16>,
+}
+
+#[derive(Debug)]
+enum State {
+    Open,
+    Held(Hold),
+    Closing,
+}
+
+#[derive(Debug)]
+struct Conn {
+    peer: IpAddr,
+    reader: RequestReader,
+    state: State,
+    /// Bytes handed to the adapter and not yet reported flushed.
+    unsent: usize,
+    deadline: Deadline,
+    /// A request completed since the deadline was last set: the next one starts afresh.
+    rearm: bool,
+    paused: bool,
+    eof: bool,
+}
+
+/// The limits and timeouts this layer enforces (copied from the [`Config`](crate::Config)).
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    limits: Limits,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_pipeline_bytes: usize,
+    max_unsent_bytes: usize,
+    head_timeout: Duration,
+    idle_timeout: Duration,
+    poll_timeout: Duration,
+}
+
+/// Every connection, their deadlines and the outputs for the adapter.
+#[derive(Debug)]
+pub(crate) struct Conns {
+    slab: Slab<Conn>,
+    timers: Timers,
+    outputs: VecDeque<Output>,
+    per_ip: HashMap<IpAddr, usize>,
+    /// Connections whose held poll was just answered: their buffered requests are read next.
+    /// A work list rather than recursion, so a chain of pipelined publishes cannot grow the stack.
+    ready: Vec<ConnId>,
+    /// Polls held now.
+    held: usize,
+    cache: ResponseCache,
+    settings: Settings,
+    /// The counters (this layer counts accepts, requests, bytes and errors).
+    pub metrics: Metrics,
+}
+
+impl Conns {
+    /// A new connection: Open with a head deadline, or refused `503` (over the caps, or while
+    /// `shutting_down`).
+    pub fn accept(
+        &mut self,
+        peer: IpAddr,
+        shutting_down: bool,
+        rooms: &mut Rooms,
+        now: Instant,
+    ) -> ConnId {
+        self.metrics.accepted += 1;
+        let s = self.settings;
+        let id = ConnId(self.slab.insert(Conn {
+            peer,
+            reader: RequestReader::new(s.limits),
+            state: State::Open,
+            unsent: 0,
+            deadline: Deadline::none(now),
+            rearm: false,
+            paused: false,
+            eof: false,
+        }));
+        let count = self.per_ip.entry(peer).or_insert(0);
+        *count += 1;
+        let per_ip_over = s.max_connections_per_ip > 0 && *count > s.max_connections_per_ip;
+        let refusal = if shutting_down {
+            Some("server is shutting down")
+        } else if self.slab.len() > s.max_connections {
+            Some("too many connections")
+        } else if per_ip_over {
+            Some("too many connections from this address")
+        } else {
+            None
+        };
+        match refusal {
+            Some(reason) => self.refuse(id, 503, reason, rooms, now),
+            None => self.set_timer(id, Some((now + s.head_timeout, TimerKind::Head))),
+        }
+        id
+    }
+
+    /// The peer closed its side: close, dropping a held poll.
+    pub fn eof(&mut self, id: ConnId, rooms: &mut Rooms, now: Instant) -> Result<(), Error> {
+        let c = self.get_mut(id)?;
+        c.eof = true;
+        if !matches!(c.state, State::Closing) {
+            self.close(id, rooms, now);
+        }
+        Ok(())
+    }
+
+    /// The socket is gone: frees the slot.
+    pub fn closed(&mut self, id: ConnId, rooms: &mut Rooms) -> Result<(), Error> {
+        self.get_mut(id)?;
+        self.release_hold(id, rooms);
+        self.set_timer(id, None);
+        let c = self.slab.remove(id.0);
+        if let Some(count) = self.per_ip.get_mut(&c.peer) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&c.peer);
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out an expired deadline other than a poll's (the server answers those).
+    pub fn expire(&mut self, id: ConnId, kind: TimerKind, rooms: &mut Rooms, now: Instant) {
+        match kind {
+            TimerKind::Head => {
+                if self.slab[id.0].reader.in_request() {
+                    self.refuse(id, 408, "request not received in time", rooms, now);
+                } else {
+                    self.close(id, rooms, now);
+                }
+            }
+            TimerKind::Idle => self.close(id, rooms, now),
+            TimerKind::Closing => self.outputs.push_back(Output::Abort { conn: id }),
+            TimerKind::Poll => {}
+        }
+    }
+
+    /// Shutdown: held polls get `503` and close, idle connections close, requests in progress
+    /// finish (and get `503`).
+    pub fn shutdown(&mut self, rooms: &mut Rooms, now: Instant) {
+        let ids: Vec<ConnId> = self.slab.iter().map(|(k, _)| ConnId(k)).collect();
+        for id in ids {
+            let c = &self.slab[id.0];
+            match c.state {
+                State::Held(_) => {
+                    self.release_hold(id, rooms);
+                    self.refuse(id, 503, "server is shutting down", rooms, now);
+                }
+                State::Open if !c.reader.in_request() => self.close(id, rooms, now),
+                State::Open | State::Closing => {}
+            }
+        }
+    }
+
+    /// Puts the connection's deadline and read state in line with its state.
+    pub fn settle(&mut self, id: ConnId, rooms: &mut Rooms, now: Instant) {
+        let s = self.settings;
+        let Some(c) = self.slab.get_mut(id.0) else {
+            return;
+        };
+        let pause = match c.state {
+            State::Open => {
+                if c.eof {
+                    self.close(id, rooms, now);
+                    return;
+                }
+                let kind = if c.reader.in_request() {
+                    TimerKind::Head
+                } else {
+                    TimerKind::Idle
+                };
+                if c.rearm || c.deadline.kind() != Some(kind) {
+                    c.rearm = false;
+                    let after = match kind {
+                        TimerKind::Head => s.head_timeout,
+                        _ => s.idle_timeout,
+                    };
+                    self.timers
+                        .push_back(id, &mut c.deadline, kind, now + after);
+                }
+                false
+            }
+            State::Held(_) => c.reader.buffered() >= s.max_pipeline_bytes,
+            State::Closing => false,
+        };
+        let c = &mut self.slab[id.0];
+        if pause != c.paused {
+            c.paused = pause;
+            self.outputs.push_back(if pause {
+                Output::PauseRead { conn: id }
+            } else {
+                Output::ResumeRead { conn: id }
+            });
+        }
+    }
+
+    /// Queues bytes for a connection, cutting it off if its unsent bytes pass the cap.
+    pub fn send(&mut self, id: ConnId, data: Bytes, rooms: &mut Rooms) {
+        let Some(c) = self.slab.get_mut(id.0) else {
+            return;
+        };
+        if matches!(c.state, State::Closing) {
+            return;
+        }
+        c.unsent += data.len();
+        self.metrics.bytes_sent += data.len() as u64;
+        let over = c.unsent > self.settings.max_unsent_bytes;
+        self.outputs.push_back(Output::Send { conn: id, data });
+        if over {
+            self.release_hold(id, rooms);
+            self.slab[id.0].state = State::Closing;
+            self.outputs.push_back(Output::Abort { conn: id });
+            self.set_timer(id, None);
+        }
+    }
+
+    /// Sends `data` as the answer to a request, then closes if the answer says so.
+    pub fn answer(
+        &mut self,
+        id: ConnId,
+        data: Bytes,
+        persist: Persist,
+        rooms: &mut Rooms,
+        now: Instant,
+    ) {
+        self.send(id, data, rooms);
+        if persist == Persist::Close {
+            self.close(id, rooms, now);
+        }
+    }
+
+    /// Answers a request error that keeps the connection (unless the request ends it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn error(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        reason: &'static str,
+        headers: &[(&str, &str)],
+        persist: Persist,
+        rooms: &mut Rooms,
+        now: Instant,
+    ) {
+        self.metrics.reject(status);
+        let data = if headers.is_empty() {
+            self.cache.error(status, reason, persist)
+        } else {
+            response::error(status, reason, headers, persist)
+        };
+        self.answer(id, data, persist, rooms, now);
+    }
+
+    /// Answers with an error and closes (for errors that end the connection).
+    pub fn refuse(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        reason: &'static str,
+        rooms: &mut Rooms,
+        now: Instant,
+    ) {
+        self.metrics.reject(status);
+        let data = if status == 503 {
+            response::error(
+                status,
+                reason,
+                &[("Retry-After", RETRY_AFTER_SECS)],
+                Persist::Close,
+            )
+        } else {
+            self.cache.error(status, reason, Persist::Close)
+        };
+        self.send(id, data, rooms);
+        self.close(id, rooms, now);
+    }
+
+    /// Asks the adapter to close after flushing; a close that does not finish in time is aborted.
+    pub fn close(&mut self, id: ConnId, rooms: &mut Rooms, now: Instant) {
+        let Some(c) = self.slab.get_mut(id.0) else {
+            return;
+        };
+        if matches!(c.state, State::Closing) {
+            return;
+        }
+        self.release_hold(id, rooms);
+        self.slab[id.0].state = State::Closing;
+        self.outputs.push_back(Output::Close { conn: id });
+        let closing = now + self.settings.head_timeout;
+        self.set_timer(id, Some((closing, TimerKind::Closing)));
+    }
+
+    /// Open → Held: the poll waits in `hold.room`'s waiter `hold.slot` until a publish or
+    /// its deadline.
+    pub fn hold(&mut self, id: ConnId, hold: Hold, now: Instant) {
+        let c = &mut self.slab[id.0];
+        c.state = State::Held(hold);
+        self.held += 1;
+        c.reader.release();
+        let due = now + self.settings.poll_timeout;
+        self.set_timer(id, Some((due, TimerKind::Poll)));
+    }
+
+    /// Takes a held poll out of its room (the connection stays in the Held state's place as
+    /// Open). Returns the hold, if there was one.
+    pub fn release_hold(&mut self, id: ConnId, rooms: &mut Rooms) -> Option<Hold> {
+        let c = self.slab.get_mut(id.0)?;
+        let State::Held(hold) = c.state else {
+            return None;
+        };
+        c.state = State::Open;
+        rooms.remove_waiter(hold.room, hold.slot);
+        self.held -= 1;
+        Some(hold)
+    }
+
+    /// Held → Open for a poll answered by a publish, whose waiter slot the caller has already
+    /// emptied. The caller then sends the answer and marks the connection
+    /// [`ready`](Self::ready).
+    pub fn wake(&mut self, id: ConnId) {
+        let c = &mut self.slab[id.0];
+        debug_assert!(
+            matches!(c.state, State::Held(_)),
+            "woke a connection not held"
+        );
+        c.state = State::Open;
+        self.held -= 1;
+        self.set_timer(id, None);
+    }
+}

@@ -1,0 +1,102 @@
+//! The counters behind `/metrics`, and their Prometheus text.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// Counters for `/metrics`. Gauges that the server can count itself (connections, rooms, held
+/// polls) are passed in when the text is built.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub accepted: u64,
+    pub requests: u64,
+    pub published: u64,
+    pub delivered: u64,
+    pub bytes_sent: u64,
+    /// Requests answered with an error, by status.
+    rejected: HashMap<u16, u64>,
+}
+
+/// The gauges: what is open right now.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gauges {
+    pub connections: usize,
+    pub held: usize,
+    pub rooms: usize,
+}
+
+impl Metrics {
+    /// Counts a request answered with an error.
+    pub fn reject(&mut self, status: u16) {
+        *self.rejected.entry(status).or_insert(0) += 1;
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn text(&self, g: Gauges) -> Vec<u8> {
+        let table: [(&str, &str, &str, u64); 8] = [
+            (
+                "parlor_connections",
+                "gauge",
+                "Open connections.",
+                g.connections as u64,
+            ),
+            (
+                "parlor_held_polls",
+                "gauge",
+                "Long-polls being held.",
+                g.held as u64,
+            ),
+            ("parlor_rooms", "gauge", "Rooms.", g.rooms as u64),
+            (
+                "parlor_connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+                self.accepted,
+            ),
+            (
+                "parlor_requests_total",
+                "counter",
+                "Requests read.",
+                self.requests,
+            ),
+            (
+                "parlor_messages_published_total",
+                "counter",
+                "Messages published.",
+                self.published,
+            ),
+            (
+                "parlor_messages_delivered_total",
+                "counter",
+                "Messages delivered to subscribers (one per message per response).",
+                self.delivered,
+            ),
+            (
+                "parlor_bytes_sent_total",
+                "counter",
+                "Response bytes handed to the adapter.",
+                self.bytes_sent,
+            ),
+        ];
+        let mut s = String::with_capacity(1024);
+        for (name, kind, help, value) in table {
+            let _ = write!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
+        }
+        let _ = write!(
+            s,
+            "# HELP parlor_requests_rejected_total Requests answered with an error, by status.\n\
+             # TYPE parlor_requests_rejected_total counter\n"
+        );
+        let mut rejected: Vec<_> = self.rejected.iter().collect();
+        rejected.sort();
+        for (status, n) in rejected {
+            let _ = writeln!(
+                s,
+                "parlor_requests_rejected_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        s.into_bytes()
+    }
+}

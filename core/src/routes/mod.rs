@@ -1,0 +1,189 @@
+//! Routing: which route a request names, which methods it allows, and what to do about it.
+//!
+//! A handler reads the request and the state it needs and returns an [`Action`]: answer these
+//! bytes, reject with a status, hold the poll, or deliver a publish. It never touches a
+//! connection; the server carries the action out through `conn.rs`, so no route can break a
+//! connection invariant. To add a route: a variant of [`Route`], its path and methods in the
+//! tables below, and a handler (a file of its own when it is more than a few lines).
+
+pub(crate) mod publish;
+pub(crate) mod subscribe;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::cors::{self, Cors};
+use crate::form;
+use crate::http::{Method, Request};
+use crate::page::File;
+use crate::response::{self, Persist, Response};
+use crate::room::{self, Rooms};
+
+/// The routes of the API and the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// `/`, `/chat.js`, `/chat.css`
+    Page(File),
+    /// `/healthz`
+    Healthz,
+    /// `/metrics`
+    Metrics,
+    /// `/subscribe`
+    Subscribe,
+    /// `/publish`
+    Publish,
+}
+
+/// Every route by path.
+const PATHS: [(&str, Route); 7] = [
+    ("/", Route::Page(File::Index)),
+    ("/chat.js", Route::Page(File::Script)),
+    ("/chat.css", Route::Page(File::Style)),
+    ("/healthz", Route::Healthz),
+    ("/metrics", Route::Metrics),
+    ("/subscribe", Route::Subscribe),
+    ("/publish", Route::Publish),
+];
+
+impl Route {
+    /// The route at `path`, if there is one.
+    pub fn from_path(path: &str) -> Option<Route> {
+        PATHS.iter().find(|(p, _)| *p == path).map(|&(_, r)| r)
+    }
+
+    /// The methods the route answers, as the `Allow` header lists them (`OPTIONS` aside).
+    pub fn allowed(self) -> &'static str {
+        match self {
+            Route::Page(_) | Route::Healthz | Route::Metrics => "GET, HEAD",
+            Route::Subscribe => "GET",
+            Route::Publish => "POST",
+        }
+    }
+
+    /// Whether the route answers `method` (`OPTIONS` is answered separately, as a preflight).
+    pub fn allows(self, method: Method) -> bool {
+        let allowed = self.allowed();
+        match method {
+            Method::Get => allowed.contains("GET"),
+            Method::Head => allowed.contains("HEAD"),
+            Method::Post => allowed == "POST",
+            _ => false,
+        }
+    }
+}
+
+/// A poll to hold: it waits in `room` for messages after `after`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Wait {
+    pub room: usize,
+    pub after: u64,
+    pub since_all: bool,
+    pub json: bool,
+    pub cors: Option<u16>,
+}
+
+/// What the server must do with a request.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Send this answer.
+    Answer(Bytes),
+    /// Send this answer, which carries `messages` messages to a subscriber.
+    Deliver { data: Bytes, messages: u64 },
+    /// Answer with an error (and one extra header, e.g. `Allow` or `Retry-After`).
+    Reject {
+        status: u16,
+        reason: &'static str,
+        header: Option<(&'static str, String)>,
+    },
+    /// Hold the poll until a message or its deadline.
+    Hold(Wait),
+    /// A message was published (`seq`, unless it repeats an id already published): answer the
+    /// room's waiters, then send `answer` to the publisher.
+    Published {
+        room: usize,
+        seq: Option<u64>,
+        answer: Bytes,
+    },
+}
+
+impl Action {
+    /// An error answer without extra headers.
+    pub fn reject(status: u16, reason: &'static str) -> Action {
+        Action::Reject {
+            status,
+            reason,
+            header: None,
+        }
+    }
+}
+
+/// What every handler may read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx<'a> {
+    pub config: &'a Config,
+    pub cors: &'a Cors,
+    /// The epoch tag of this run.
+    pub epoch: &'a str,
+    /// The answer's connection header.
+    pub persist: Persist,
+}
+
+/// The room named in the query (default `main`), created on first use.
+pub(crate) fn room_for(
+    request: &Request,
+    rooms: &mut Rooms,
+    max_rooms: usize,
+) -> Result<usize, Action> {
+    let name = form::field(request.query().unwrap_or("").as_bytes(), "room")
+        .map_err(|()| Action::reject(400, "invalid room name"))?;
+    let name = name.as_deref().unwrap_or("main");
+    if !room::valid_room(name) {
+        return Err(Action::reject(400, "invalid room name"));
+    }
+    rooms
+        .find_or_create(name, max_rooms)
+        .ok_or(Action::reject(503, "too many rooms"))
+}
+
+/// Answers `OPTIONS`: a CORS preflight from an allow-listed origin gets its permissions, one
+/// from any other origin `403`, and a plain `OPTIONS` the `Allow` list.
+pub(crate) fn preflight(ctx: &Ctx<'_>, request: &Request, allowed: &'static str) -> Action {
+    let requested = request.headers.origin.as_deref();
+    let origin = match (requested, ctx.cors.index(requested)) {
+        (None, _) => None,
+        (Some(_), i @ Some(_)) => ctx.cors.origin(i),
+        (Some(_), None) => return Action::reject(403, "cross-origin request not allowed"),
+    };
+    let mut headers = vec![("Allow", allowed)];
+    if let Some(origin) = origin {
+        headers.extend(cors::preflight_headers(origin, allowed));
+    }
+    Action::Answer(
+        Response {
+            headers: &headers,
+            persist: ctx.persist,
+            ..Response::new(204, None, b"")
+        }
+        .encode(),
+    )
+}
+
+/// `GET /healthz`.
+pub(crate) fn healthz(head_only: bool, persist: Persist) -> Bytes {
+    Response {
+        head_only,
+        persist,
+        ..Response::new(200, Some(response::TEXT_PLAIN), b"ok\n")
+    }
+    .encode()
+}
+
+/// `GET /metrics`, from the Prometheus text.
+pub(crate) fn metrics(text: &[u8], head_only: bool, persist: Persist) -> Bytes {
+    Response {
+        head_only,
+        persist,
+        ..Response::new(200, Some("text/plain; version=0.0.4; charset=utf-8"), text)
+    }
+    .encode()
+}

@@ -1,0 +1,140 @@
+//! `POST /publish`: check and decode the message, rate-limit the sender, append it to its room.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use core::net::IpAddr;
+
+use crate::batch::poll_headers;
+use crate::cursor::Cursor;
+use crate::form;
+use crate::http::Request;
+use crate::rate::RateLimit;
+use crate::response::{self, Response};
+use crate::room::Rooms;
+use crate::routes::{room_for, Action, Ctx};
+
+/// Longest client-chosen publish id.
+const MAX_ID_BYTES: usize = 128;
+
+/// Who publishes, and when.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sender {
+    pub peer: IpAddr,
+    pub now: Instant,
+    /// `now` in milliseconds since the Unix epoch (dates the message).
+    pub time_ms: u64,
+}
+
+/// Appends the request's message to its room (or finds it already there by its id) and
+/// returns the publisher's answer; the server then answers the room's waiters.
+pub(crate) fn handle(
+    ctx: &Ctx<'_>,
+    rooms: &mut Rooms,
+    rate: &mut RateLimit,
+    from: Sender,
+    mut request: Request,
+) -> Action {
+    if let Some(origin) = request.headers.origin.as_deref() {
+        if !ctx
+            .cors
+            .may_publish(origin, request.headers.host.as_deref())
+        {
+            return Action::reject(403, "cross-origin publish not allowed");
+        }
+    }
+    let room_i = match room_for(&request, rooms, ctx.config.max_rooms) {
+        Ok(r) => r,
+        Err(action) => return action,
+    };
+    let wants_json = wants_json(&request);
+    let body = match read_body(ctx, &mut request) {
+        Ok(b) => b,
+        Err(action) => return action,
+    };
+    let repeated = body
+        .id
+        .as_deref()
+        .and_then(|key| rooms.get(room_i).ids.get(key).copied());
+    let (seq, fresh) = match repeated {
+        Some(seq) => (seq, None),
+        None => {
+            if let Some(wait) = rate.take(from.peer, from.now) {
+                return Action::Reject {
+                    status: 429,
+                    reason: "too many messages, slow down",
+                    header: Some(("Retry-After", wait.to_string())),
+                };
+            }
+            let config = ctx.config;
+            let seq = rooms.get_mut(room_i).push(
+                Bytes::from(body.message.into_bytes()),
+                body.id.map(String::into_boxed_str),
+                from.time_ms,
+                config.history_messages,
+                config.history_bytes,
+            );
+            (seq, Some(seq))
+        }
+    };
+    let origin = ctx
+        .cors
+        .origin(ctx.cors.index(request.headers.origin.as_deref()));
+    let answer = encode_answer(ctx, Cursor::at(ctx.epoch, seq), wants_json, origin);
+    Action::Published {
+        room: room_i,
+        seq: fresh,
+        answer,
+    }
+}
+
+/// Whether the publisher wants its answer in JSON (it sent JSON, or accepts it).
+fn wants_json(request: &Request) -> bool {
+    form::Media::of(request.headers.content_type.as_deref()) == form::Media::Json
+        || request
+            .headers
+            .accept
+            .as_deref()
+            .is_some_and(form::accepts_json)
+}
+
+/// Decodes the body by its media type and checks the message and its id.
+fn read_body(ctx: &Ctx<'_>, request: &mut Request) -> Result<form::Publish, Action> {
+    let media = form::Media::of(request.headers.content_type.as_deref());
+    let body = form::publish_body(media, std::mem::take(&mut request.body))
+        .map_err(|(status, reason)| Action::reject(status, reason))?;
+    if body.message.trim().is_empty() {
+        return Err(Action::reject(400, "empty message"));
+    }
+    if body.message.len() > ctx.config.max_message_bytes {
+        return Err(Action::reject(413, "message too large"));
+    }
+    if body
+        .id
+        .as_ref()
+        .is_some_and(|i| i.is_empty() || i.len() > MAX_ID_BYTES)
+    {
+        return Err(Action::reject(400, "id must be 1 to 128 bytes"));
+    }
+    Ok(body)
+}
+
+/// The publisher's answer: the message's cursor, as text or JSON.
+fn encode_answer(ctx: &Ctx<'_>, cursor: Cursor<'_>, json: bool, origin: Option<&str>) -> Bytes {
+    let cursor = cursor.to_string();
+    let (content_type, body) = if json {
+        (
+            response::APPLICATION_JSON,
+            format!("{{\"cursor\":\"{cursor}\"}}"),
+        )
+    } else {
+        (response::TEXT_PLAIN, format!("{cursor}\n"))
+    };
+    let headers = poll_headers(&cursor, 0, "", origin);
+    Response {
+        headers: &headers,
+        persist: ctx.persist,
+        ..Response::new(200, Some(content_type), body.as_bytes())
+    }
+    .encode()
+}

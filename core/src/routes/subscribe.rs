@@ -1,0 +1,64 @@
+//! `GET /subscribe`: answer at once with what the room has after the cursor, or hold the poll.
+
+use crate::batch::Batch;
+use crate::cursor::Since;
+use crate::form;
+use crate::http::Request;
+use crate::room::Rooms;
+use crate::routes::{room_for, Action, Ctx, Wait};
+
+/// Reads the poll's format, cursor and room; answers with messages, or asks to hold it.
+pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Action {
+    let query = request.query().unwrap_or("").as_bytes();
+    let json = matches!(form::field(query, "format"), Ok(Some(f)) if f == "json")
+        || request
+            .headers
+            .accept
+            .as_deref()
+            .is_some_and(form::accepts_json);
+    let since = match form::field(query, "since") {
+        Ok(Some(s)) => Some(s),
+        Ok(None) => request.headers.last_event_id.clone(),
+        Err(()) => return Action::reject(400, "invalid cursor"),
+    };
+    let since = match since.as_deref().map(|s| Since::parse(s, ctx.epoch)) {
+        None => None,
+        Some(Some(s)) => Some(s),
+        Some(None) => return Action::reject(400, "invalid cursor"),
+    };
+    let room_i = match room_for(request, rooms, ctx.config.max_rooms) {
+        Ok(r) => r,
+        Err(action) => return action,
+    };
+    let room = rooms.get(room_i);
+    let (after, gap) = match since {
+        None => (room.last_seq, 0),
+        Some(Since::All) => (0, 0),
+        Some(Since::OtherEpoch) => (0, room.first_seq() - 1),
+        Some(Since::Seq(s)) if s > room.last_seq => {
+            return Action::reject(400, "cursor is ahead of the room")
+        }
+        Some(Since::Seq(s)) => (s, room.first_seq().saturating_sub(s + 1)),
+    };
+    let cors = ctx.cors.index(request.headers.origin.as_deref());
+    if room.last_seq > after {
+        let batch = Batch {
+            epoch: ctx.epoch,
+            gap,
+            json,
+            max: ctx.config.batch_messages,
+            persist: ctx.persist,
+            origin: ctx.cors.origin(cors),
+        };
+        let (data, messages) = batch.encode(room, after);
+        return Action::Deliver { data, messages };
+    }
+    // Nothing to send yet: hold the poll.
+    Action::Hold(Wait {
+        room: room_i,
+        after,
+        since_all: since == Some(Since::All),
+        json,
+        cors,
+    })
+}
