@@ -642,7 +642,7 @@ impl Broker {
         let (events_tx, events) = mpsc::channel();
         let (requests, requests_rx) = mpsc::sync_channel(config.queue.max(1));
         let shared = Arc::new(Shared {
-            events: Mutex::new(events_tx),
+            events: events_tx,
             pending: AtomicBool::new(false),
             notify: Box::new(notify),
             health: Mutex::new(Health::default()),
@@ -755,7 +755,7 @@ fn failed(request: &BrokerRequest, failure: BrokerFailure) -> BrokerEvent {
 
 /// What the threads and the handle share.
 struct Shared {
-    events: Mutex<Sender<BrokerEvent>>,
+    events: Sender<BrokerEvent>,
     /// A notification is outstanding: the adapter has not drained since.
     pending: AtomicBool,
     notify: Box<dyn Fn() + Send + Sync>,
@@ -785,7 +785,7 @@ struct Health {
 impl Shared {
     fn emit(&self, event: BrokerEvent) {
         // A send fails only when the handle is gone, and then nobody is listening.
-        let _ = lock(&self.events).send(event);
+        let _ = self.events.send(event);
         if !self.pending.swap(true, Ordering::SeqCst) {
             (self.notify)();
         }
@@ -927,8 +927,10 @@ impl Worker {
         self.log.is_some()
     }
 
-    /// Carries out one request (retrying once on a fresh connection when that is safe: reads,
-    /// and appends with an id) and returns its answer.
+    /// Carries out one request and returns its answer. After a connection error it is retried
+    /// once on a fresh connection when that cannot publish twice: reads, and appends with an
+    /// id (if the first try was stored after all, the retry answers `duplicate` with the same
+    /// place, which is the right answer for the publisher).
     fn execute(&mut self, request: &BrokerRequest) -> BrokerEvent {
         let retry_safe = match request {
             BrokerRequest::Append { id, .. } => id.is_some(),

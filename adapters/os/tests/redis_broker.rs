@@ -247,6 +247,49 @@ fn a_frozen_redis_is_noticed_by_the_ping_and_its_thaw_by_the_reconnect() {
     );
 }
 
+/// How many times Redis has executed `command` since it started.
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn a_quiet_healthy_feed_pings_and_stays_up() {
+    let redis = RedisServer::start();
+    let config = BrokerConfig {
+        ping_interval: Duration::from_millis(20),
+        ..quick_config(&redis)
+    };
+    let node = Node::spawn(config);
+    assert_eq!(node.next(), BrokerEvent::Up);
+    let before = calls(&redis, "ping");
+    let deadline = Instant::now() + PATIENCE;
+    while calls(&redis, "ping") < before + 3 {
+        assert!(Instant::now() < deadline, "the feed never pinged");
+        let _ = node.woken.recv_timeout(Duration::from_millis(50));
+    }
+    assert_eq!(
+        node.broker.try_recv(),
+        None,
+        "a healthy feed reported a change"
+    );
+    node.append(1, "still fine", None);
+    let (answer, _) = answer_and_message(node.take(2));
+    assert!(matches!(
+        answer,
+        BrokerEvent::Appended { result: Ok(_), .. }
+    ));
+}
+
 #[test]
 fn a_broker_without_redis_starts_down_and_answers_unavailable() {
     let mut redis = RedisServer::start();
