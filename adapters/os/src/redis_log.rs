@@ -4,17 +4,18 @@
 //! [`parlor_core::broker`]).
 //!
 //! ## Key layout
-//! With the prefix `P` (default `parlor:`), room `R` has three keys, all named after a room that
-//! was validated (`[A-Za-z0-9_-]{1,64}`, checked again here before any key is built):
+//! Every key and the channel start with a prefix (`--redis-prefix`, default `parlor:`; shown
+//! here). Room `R` has three keys, named only after the room's name was validated
+//! (`[A-Za-z0-9_-]{1,64}`, checked again here before any key is built):
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `P room:{R}:meta` (no space) | hash | `epoch` (the room's epoch), `seq` (the last sequence number) |
-//! | `P room:{R}:log` | stream | one entry per message, entry id `<seq>-0`; fields `t` (time, ms), `d` (the text), `i` (the id, only when given) |
-//! | `P room:{R}:ids` | sorted set | the ids of retained messages, scored by their sequence number |
+//! | `parlor:room:{R}:meta` | hash | `epoch` (the room's epoch), `seq` (its last sequence number) |
+//! | `parlor:room:{R}:log` | stream | one entry per message, entry id `<seq>-0`; fields `t` (time, ms), `d` (the text), `i` (the id, only when given) |
+//! | `parlor:room:{R}:ids` | sorted set | the ids of retained messages, scored by their sequence number |
 //!
-//! and every node listens on one Pub/Sub channel, `P events`, which carries each appended message
-//! (room, epoch, seq, time, id, text; the encoding is described at [`decode_event`]).
+//! and every node listens on one Pub/Sub channel, `parlor:events`, which carries each appended
+//! message (room, epoch, seq, time, id, text; the encoding is described at [`encode_event`]).
 //!
 //! Why this shape, learning from Centrifugo's Redis engine (its stream history keeps exactly
 //! this: a stream per channel whose entry ids are the publication offsets, a meta hash with the
@@ -49,8 +50,10 @@
 //!   script may only touch keys of one slot). All keys reach the script as `KEYS`; room names,
 //!   texts and ids reach Redis only as values (`ARGV`), never as script text.
 //!
-//! Room keys do not expire: a room's footprint is bounded by its history cap, and rooms are
-//! created only by valid, accepted publishes.
+//! A room's footprint is bounded by its history cap. By default its keys never expire; with a
+//! room time to live ([`RedisLog::set_room_ttl`], [`BrokerConfig::room_ttl`]) each append
+//! renews an `EXPIRE` on all three, so rooms nobody publishes to vanish (as Centrifugo's
+//! history TTL does), and their next message starts a new epoch.
 //!
 //! ## Timeouts and failures
 //! Every connection has connect, read and write timeouts ([`DEFAULT_TIMEOUT`]), so a dead or
@@ -78,11 +81,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// place, otherwise number, store (with the trim), remember the id, trim the ids, and publish.
 ///
 /// KEYS: meta, log, ids. ARGV: channel, room, time (ms), history cap, text, has id ("0"/"1"),
-/// id. Returns `{epoch, seq, time, duplicate}`.
+/// id, time to live of the room's keys in seconds ("0": none). Returns
+/// `{epoch, seq, time, duplicate}`.
 const APPEND_LUA: &str = r#"
 local meta, log, ids = KEYS[1], KEYS[2], KEYS[3]
-local channel, room, time, maxlen, text, has_id, id =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1', ARGV[7]
+local channel, room, time, maxlen, text, has_id, id, ttl =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1', ARGV[7], tonumber(ARGV[8])
 
 local function b36(n, width)
   local digits = '0123456789abcdefghijklmnopqrstuvwxyz'
@@ -136,6 +140,11 @@ end
 local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
 if #first == 1 then
   redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. string.match(first[1][1], '^%d+'))
+end
+if ttl > 0 then
+  redis.call('EXPIRE', meta, ttl)
+  redis.call('EXPIRE', log, ttl)
+  redis.call('EXPIRE', ids, ttl)
 end
 
 local function ns(s) return #s .. ':' .. s .. ',' end
@@ -263,6 +272,8 @@ pub struct RedisLog {
     conn: Connection,
     keys: Keys,
     append: Script,
+    /// Seconds the room's keys live after its last append (0: forever).
+    room_ttl_secs: u64,
 }
 
 impl RedisLog {
@@ -292,7 +303,14 @@ impl RedisLog {
             conn,
             keys,
             append: Script::new(APPEND_LUA),
+            room_ttl_secs: 0,
         })
+    }
+
+    /// Makes every later append renew a time to live on its room's keys (rounded up to whole
+    /// seconds); `None` (the default) keeps rooms until Redis loses them.
+    pub fn set_room_ttl(&mut self, ttl: Option<Duration>) {
+        self.room_ttl_secs = ttl.map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
     }
 
     /// The Pub/Sub channel that carries every append.
@@ -325,6 +343,7 @@ impl RedisLog {
             .arg(text)
             .arg(if id.is_some() { "1" } else { "0" })
             .arg(id.unwrap_or(""))
+            .arg(self.room_ttl_secs)
             .invoke(&mut self.conn)?;
         let Value::Array(items) = reply else {
             return Err(LogError::Unexpected("append reply is not an array"));
@@ -578,11 +597,13 @@ pub struct BrokerConfig {
     pub ping_interval: Duration,
     /// Requests waiting for the worker beyond this many are answered `Overloaded` at once.
     pub queue: usize,
+    /// With `Some`, a room's keys expire this long after its last append (see the module docs).
+    pub room_ttl: Option<Duration>,
 }
 
 impl BrokerConfig {
     /// The defaults: [`DEFAULT_TIMEOUT`], backoff from 100 ms to 5 s, a ping after 5 s of
-    /// silence, a queue of 4096 requests.
+    /// silence, a queue of 4096 requests, rooms kept without expiry.
     pub fn new(url: &str, prefix: &str, history_messages: usize) -> BrokerConfig {
         BrokerConfig {
             url: url.to_string(),
@@ -593,6 +614,7 @@ impl BrokerConfig {
             backoff_max: Duration::from_secs(5),
             ping_interval: Duration::from_secs(5),
             queue: 4096,
+            room_ttl: None,
         }
     }
 }
@@ -912,7 +934,8 @@ impl Worker {
         if self.log.is_none() && Instant::now() >= self.retry_at {
             let breaks = self.shared.feed_breaks.load(Ordering::SeqCst);
             match RedisLog::open(&self.client, self.keys.clone(), self.config.timeout) {
-                Ok(log) => {
+                Ok(mut log) => {
+                    log.set_room_ttl(self.config.room_ttl);
                     self.log = Some(log);
                     self.seen_breaks = breaks;
                     self.backoff.reset();

@@ -240,6 +240,34 @@ fn an_id_is_forgotten_once_its_message_is_trimmed() {
 }
 
 #[test]
+fn a_room_ttl_is_renewed_on_every_key_by_each_append() {
+    let redis = RedisServer::start();
+    let mut log = log(&redis);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let mut ttls = |room: &str| -> Vec<i64> {
+        ["meta", "log", "ids"]
+            .iter()
+            .map(|k| {
+                redis::cmd("TTL")
+                    .arg(format!("parlor:room:{{{room}}}:{k}"))
+                    .query(&mut conn)
+                    .unwrap()
+            })
+            .collect()
+    };
+    append(&mut log, "kept", "x", Some("a"), 1);
+    assert_eq!(ttls("kept"), [-1, -1, -1], "no expiry by default");
+    log.set_room_ttl(Some(Duration::from_millis(59_001)));
+    append(&mut log, "brief", "x", Some("a"), 1);
+    for ttl in ttls("brief") {
+        assert!((55..=60).contains(&ttl), "ttl {ttl}");
+    }
+    append(&mut log, "kept", "y", None, 2);
+    assert!(ttls("kept").iter().all(|t| (55..=60).contains(t)));
+}
+
+#[test]
 fn a_flush_gives_the_room_a_new_epoch_and_restarts_at_one() {
     let redis = RedisServer::start();
     let mut log = log(&redis);
