@@ -631,7 +631,12 @@ impl BrokerConfig {
 /// [`Broker::try_recv`] until it returns `None` (in its own loop: a `mio::Waker` wakes mio's
 /// poll, an async event or channel wakes a smol task). Notifications are coalesced: after a
 /// `notify`, the next one comes only once `try_recv` has returned `None`, so the adapter must
-/// drain fully each time it is woken.
+/// drain fully each time it is woken. `notify` must be quick and must not block or call into
+/// the broker (it may run on the adapter's own thread too, when `submit` answers at once).
+///
+/// Requests wait in a bounded queue ([`BrokerConfig::queue`]); events wait in an unbounded one
+/// until drained, since feed messages cannot be refused (a slow feed is cut by Redis's own
+/// Pub/Sub output limit instead, which shows as `Down`, then `Up` and a catch-up).
 pub struct Broker {
     requests: Option<SyncSender<BrokerRequest>>,
     events: Receiver<BrokerEvent>,
