@@ -116,6 +116,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+pub mod broker;
 pub mod config;
 mod conn;
 mod cors;

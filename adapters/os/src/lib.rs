@@ -212,3 +212,7 @@ pub fn main_entry<S: Serve>(program: &str, args: impl IntoIterator<Item = String
         }
     }
 }
+
+pub mod redis_log;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit_redis;
