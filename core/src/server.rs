@@ -1287,8 +1287,9 @@ impl Server {
         s.into_bytes()
     }
 
-    /// Checks the state machine's internal invariants (for fuzzing and property tests).
-    #[cfg(any(test, feature = "fuzzing"))]
+    /// Checks the state machine's internal invariants (for the fuzz harness and the simulation
+    /// tests); not part of the API.
+    #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut held = 0;
         for (k, c) in self.conns.iter() {
