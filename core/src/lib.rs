@@ -113,7 +113,7 @@ mod server;
 // `crate::response` is the response encoder wherever the crate answers.
 use http::response;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use http::{Limits, MAX_HEADERS_CAP};
 pub use server::{ConnId, Error, Output, Server};
 
