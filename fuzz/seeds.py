@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of the fuzz targets (fuzz/corpus/<target>/seed-*).
 
-The inputs follow the decoding in core/src/fuzzing.rs: `parse` is one selector byte (its low two
+The inputs follow the decoding in fuzz/harness/src/lib.rs: `parse` is one selector byte (its low two
 bits pick the limits: 0 default, 1 and 3 tiny, 2 small) then the stream; `split` is a selector
 byte, a cuts byte (low four bits: how many cut points follow, two bytes each, little-endian;
 high bit: feed byte by byte) then the stream. `machine` is a config byte then operations, as
-documented in core/src/fuzzing/machine.rs. Run from anywhere; it rewrites only seed-* files.
+documented in fuzz/harness/src/machine.rs. Run from anywhere; it rewrites only seed-* files.
 """
 import os
 import struct
@@ -79,7 +79,7 @@ SPLIT = [
 ]
 
 
-# The machine's operations (core/src/fuzzing/machine.rs). Connections are picked by index among
+# The machine's operations (fuzz/harness/src/machine.rs). Connections are picked by index among
 # the open ones, lowest id first. Templates: 0 subscribe, 1 subscribe JSON (Accept), 2 subscribe
 # format=json, 3 subscribe HTTP/1.0 with Last-Event-ID, 4 publish text, 5 publish JSON, 6 publish
 # form, 7 chunked publish with Expect, 8 GET /, 9 /metrics, 10 HEAD /healthz, 11 DELETE, 12 CSS.

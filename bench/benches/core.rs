@@ -7,8 +7,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use parlor_core::http::{Limits, ReadEvent, RequestReader};
-use parlor_core::{Config, ConnId, Output, Server};
+use parlor_core::__private::{ReadEvent, RequestReader};
+use parlor_core::{Config, ConnId, Limits, Output, Server};
 
 struct Harness {
     filter: Vec<String>,

@@ -108,8 +108,9 @@
 //! * `page.rs`: the chat page's files and their CSP; `metrics.rs`: the counters and their
 //!   Prometheus text.
 //! * `form.rs`: query strings, form and JSON publish bodies.
-//! * [`http`]: the incremental HTTP/1.1 request reader (RFC 9112 framing and limits).
-//! * [`response`]: encoding responses into `Bytes`, and the cache of constant responses.
+//! * `http/`: the incremental HTTP/1.1 request reader (`request.rs`: RFC 9112 framing and the
+//!   [`Limits`]; `head.rs`, `chunked.rs`), and encoding responses into `Bytes` with the cache of
+//!   constant responses (`response.rs`). Private: an embedder sees HTTP only as bytes.
 //! * [`config`]: every limit and timeout, their defaults, validation, and the command line
 //!   both server binaries share.
 #![forbid(unsafe_code)]
@@ -122,20 +123,27 @@ mod conn;
 mod cors;
 mod cursor;
 mod form;
-pub mod http;
+mod http;
 mod metrics;
 mod page;
 mod rate;
-pub mod response;
 mod room;
 mod routes;
 mod server;
 mod timers;
 
-pub use config::Config;
-pub use server::{ConnId, Error, Output, Server};
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzzing;
+// `crate::response` is the response encoder wherever the crate answers.
+use http::response;
 
-#[cfg(test)]
-mod http_tests;
+pub use config::{Config, ConfigError};
+pub use http::{Limits, MAX_HEADERS_CAP};
+pub use server::{ConnId, Error, Output, Server};
+
+/// What the microbenchmarks (`bench/benches/core.rs`) and the fuzz harness (`fuzz/harness`)
+/// reach below the public API: the request reader and the response encoder. Not part of the
+/// API: hidden from the docs, no stability promise.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::http::{HttpError, Method, ReadEvent, Request, RequestReader, Version};
+    pub use crate::response::{error, reason_phrase, Persist, Response, TEXT_PLAIN};
+}

@@ -134,7 +134,6 @@ impl Rooms {
     }
 
     /// Every room.
-    #[cfg(any(test, feature = "fuzzing"))]
     pub fn iter(&self) -> impl Iterator<Item = &Room> {
         self.list.iter()
     }

@@ -443,7 +443,7 @@ impl Server {
     }
 
     /// Checks the state machine's internal invariants (for fuzzing and property tests).
-    #[cfg(any(test, feature = "fuzzing"))]
+    #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         self.conns.check_invariants(&self.rooms)?;
         for r in self.rooms.iter() {

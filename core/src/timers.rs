@@ -111,7 +111,6 @@ impl Timers {
     }
 
     /// Whether a connection's deadline is filed (for the invariant check).
-    #[cfg(any(test, feature = "fuzzing"))]
     pub fn holds(&self, id: ConnId, d: &Deadline) -> bool {
         match d.entry {
             Some((at, _)) => self.set.contains(&(at, id)),
@@ -120,7 +119,6 @@ impl Timers {
     }
 
     /// Every filed entry's connection.
-    #[cfg(any(test, feature = "fuzzing"))]
     pub fn conns(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.set.iter().map(|&(_, id)| id)
     }

@@ -1,6 +1,6 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| parlor_core::fuzzing::machine(
+libfuzzer_sys::fuzz_target!(|data: &[u8]| parlor_fuzz_harness::machine(
     data,
     std::time::Instant::now()
 ));

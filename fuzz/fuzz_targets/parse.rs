@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| parlor_core::fuzzing::parse(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| parlor_fuzz_harness::parse(data));

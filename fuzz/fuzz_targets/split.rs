@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| parlor_core::fuzzing::split(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| parlor_fuzz_harness::split(data));

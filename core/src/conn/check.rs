@@ -6,7 +6,6 @@ use crate::ConnId;
 
 impl Conns {
     /// Checks this layer's invariants against the rooms' waiters.
-    #[cfg(any(test, feature = "fuzzing"))]
     pub fn check_invariants(&self, rooms: &Rooms) -> Result<(), String> {
         let s = &self.settings;
         let mut held = 0;

@@ -48,7 +48,6 @@ use crate::room::Rooms;
 use crate::timers::{Deadline, TimerKind, Timers};
 use crate::{ConnId, Error, Output};
 
-#[cfg(any(test, feature = "fuzzing"))]
 mod check;
 mod table;
 

@@ -149,7 +149,6 @@ impl Sim {
                 Output::ResumeRead { conn } => self.peers.get_mut(&conn).unwrap().paused = false,
             }
         }
-        #[cfg(feature = "fuzzing")]
         self.server.check_invariants().expect("invariants hold");
         assert_eq!(self.server.connection_count(), self.live.len());
     }

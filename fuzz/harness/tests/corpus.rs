@@ -1,14 +1,13 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/*`) through the targets' logic, so
-//! the fuzzers' invariants and their regressions run with plain `cargo test`. It lives here,
-//! outside `core/src`, because it reads files and the clock; the core itself does neither.
+//! the fuzzers' invariants and their regressions run with plain `cargo test` on stable.
 
 use std::fs;
 use std::path::Path;
 
-use parlor_core::fuzzing;
+use parlor_fuzz_harness as fuzzing;
 
 fn replay(target: &str, run: fn(&[u8])) -> usize {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus")).join(target);
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../corpus")).join(target);
     let mut entries: Vec<_> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 
+use crate::http::response::Persist;
 use crate::http::{HttpError, Limits, Method, ReadEvent, Request, RequestReader, Version};
-use crate::response::{self, Persist, Response, ResponseCache};
 
 type Outcome = Result<Request, HttpError>;
 
@@ -450,60 +450,6 @@ fn byte_at_a_time_head_search_is_linear() {
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
     let (out, _, _) = drive(&bytes, limits);
     assert_eq!(out.len(), 1);
-}
-
-#[test]
-fn responses_encode_exactly() {
-    let bytes = Response {
-        headers: &[("Parlor-Cursor", "e-1")],
-        ..Response::new(200, Some(response::TEXT_PLAIN), b"hi")
-    }
-    .encode();
-    assert_eq!(
-        &bytes[..],
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\
-          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nParlor-Cursor: e-1\r\n\r\nhi"
-    );
-    let head = Response {
-        head_only: true,
-        persist: Persist::Close,
-        ..Response::new(200, Some("text/html"), b"<p>")
-    }
-    .encode();
-    assert_eq!(
-        &head[..],
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 3\r\n\
-          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n"
-    );
-    let no_content = Response::new(204, None, b"").encode();
-    assert_eq!(
-        &no_content[..],
-        b"HTTP/1.1 204 No Content\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n"
-    );
-}
-
-#[test]
-fn error_responses_are_plain_text_with_a_reason() {
-    let e = response::error(404, "not found", &[], Persist::KeepAlive10);
-    assert_eq!(
-        &e[..],
-        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\n\
-          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\n\r\nnot found\n"
-    );
-}
-
-#[test]
-fn constant_responses_are_encoded_once() {
-    let mut cache = ResponseCache::new();
-    let a = cache.error(400, "malformed request", Persist::Close);
-    let b = cache.error(400, "malformed request", Persist::Close);
-    assert_eq!(
-        a.as_ptr(),
-        b.as_ptr(),
-        "the second answer is a clone of the first"
-    );
-    let c = cache.error(400, "malformed request", Persist::KeepAlive);
-    assert_ne!(a, c);
 }
 
 // --- property tests -----------------------------------------------------------------------

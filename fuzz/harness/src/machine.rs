@@ -27,9 +27,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::http::Limits;
-use crate::{ConnId, Error, Output, Server};
+use parlor_core::{Config, ConnId, Error, Limits, Output, Server};
 
 /// Most connections the harness keeps open at once.
 const MAX_OPEN: usize = 8;
@@ -471,7 +469,7 @@ fn request(template: u8, room: u8, flags: u8, cursors: &[String], epoch: &str) -
     r.into_bytes()
 }
 
-/// Runs the decoded operations (see the [module docs](self)), checking after every step.
+/// Runs the decoded operations (the table heading `machine.rs`), checking after every step.
 /// `origin` is any instant: the run only adds fixed steps to it (the core reads no clock, so
 /// the caller, a fuzz target or a test, supplies it).
 pub fn machine(data: &[u8], origin: Instant) {

@@ -1,25 +1,27 @@
-//! The logic of the fuzz targets, with the invariants they check. Not part of the public API.
+//! The logic of parlor-core's fuzz targets, with the invariants they check.
 //!
 //! Each function takes the fuzzer's raw bytes, decodes what it needs from them and panics on a
-//! violated invariant; the targets in `fuzz/fuzz_targets/` only call them. The module is compiled
-//! with the `fuzzing` feature (for the fuzz crate) and in this crate's own tests, where its
-//! `tests` module replays every committed corpus file through the same functions, so the
-//! invariants run in CI on the stable toolchain.
+//! violated invariant; the targets in `fuzz/fuzz_targets/` only call them. This crate builds on
+//! stable in the main workspace, where `tests/corpus.rs` replays every committed corpus file
+//! through the same functions, so the invariants run in CI without a fuzzer. It uses the core's
+//! public API plus its hidden `__private` module (the request reader, the response encoder) and
+//! `Server::check_invariants`.
 //!
 //! * [`parse`]: arbitrary bytes into a [`RequestReader`]; every outcome is a request or an
 //!   error with a status, nothing comes out after an error, buffering stays within the caps.
 //! * [`split`]: the same bytes fed whole and split at fuzzer-chosen points give the same
 //!   requests, errors and encoded responses.
-//! * [`machine`]: a decoded sequence of adapter inputs against a [`Server`](crate::Server), with
-//!   its invariants checked after every step (see the `machine` module).
+//! * [`machine`]: a decoded sequence of adapter inputs against a [`Server`](parlor_core::Server),
+//!   with its invariants checked after every step (see the `machine` module).
 
-use crate::http::{HttpError, Limits, Method, ReadEvent, Request, RequestReader, Version};
-use crate::response::{self, Persist, Response};
+use parlor_core::__private::{self as http, HttpError, Method, Persist, ReadEvent, Request};
+use parlor_core::__private::{RequestReader, Response, Version};
+use parlor_core::Limits;
 
 mod machine;
 pub use machine::{config_for, machine};
 
-/// Longest chunk-size line the reader buffers (`MAX_CHUNK_LINE` in `http.rs`).
+/// Longest chunk-size line the reader buffers (`MAX_CHUNK_LINE` in core's `http/chunked.rs`).
 const CHUNK_LINE: usize = 1024;
 
 /// The statuses the reader may answer with (see [`HttpError::status`]).
@@ -258,13 +260,13 @@ fn respond(outcome: &Outcome) -> bytes::Bytes {
             let response = Response {
                 head_only,
                 persist: Persist::for_request(r.version, r.keep_alive),
-                ..Response::new(200, Some(response::TEXT_PLAIN), &r.body)
+                ..Response::new(200, Some(http::TEXT_PLAIN), &r.body)
             };
             (response.encode(), 200, r.body.len(), head_only)
         }
         Err(e) => {
-            let encoded = response::error(e.status, e.reason, &[], Persist::Close);
-            assert_ne!(response::reason_phrase(e.status), "Unknown");
+            let encoded = http::error(e.status, e.reason, &[], Persist::Close);
+            assert_ne!(http::reason_phrase(e.status), "Unknown");
             (encoded, e.status, e.reason.len() + 1, false)
         }
     };

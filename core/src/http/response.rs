@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
+use super::Version;
+
 /// Headers every response carries (DESIGN §2).
 const FIXED_HEADERS: &[u8] = b"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n";
 
@@ -29,11 +31,11 @@ pub enum Persist {
 
 impl Persist {
     /// How to answer a request with this version and keep-alive wish.
-    pub fn for_request(version: crate::http::Version, keep_alive: bool) -> Persist {
+    pub fn for_request(version: Version, keep_alive: bool) -> Persist {
         match (keep_alive, version) {
             (false, _) => Persist::Close,
-            (true, crate::http::Version::Http11) => Persist::KeepAlive,
-            (true, crate::http::Version::Http10) => Persist::KeepAlive10,
+            (true, Version::Http11) => Persist::KeepAlive,
+            (true, Version::Http10) => Persist::KeepAlive10,
         }
     }
 
@@ -198,5 +200,64 @@ impl ResponseCache {
             .entry((status, reason, persist))
             .or_insert_with(|| error(status, reason, &[], persist))
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_encode_exactly() {
+        let bytes = Response {
+            headers: &[("Parlor-Cursor", "e-1")],
+            ..Response::new(200, Some(TEXT_PLAIN), b"hi")
+        }
+        .encode();
+        assert_eq!(
+            &bytes[..],
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\
+              Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nParlor-Cursor: e-1\r\n\r\nhi"
+        );
+        let head = Response {
+            head_only: true,
+            persist: Persist::Close,
+            ..Response::new(200, Some("text/html"), b"<p>")
+        }
+        .encode();
+        assert_eq!(
+            &head[..],
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 3\r\n\
+              Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n"
+        );
+        let no_content = Response::new(204, None, b"").encode();
+        assert_eq!(
+            &no_content[..],
+            b"HTTP/1.1 204 No Content\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn error_responses_are_plain_text_with_a_reason() {
+        let e = error(404, "not found", &[], Persist::KeepAlive10);
+        assert_eq!(
+            &e[..],
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\n\
+              Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\n\r\nnot found\n"
+        );
+    }
+
+    #[test]
+    fn constant_responses_are_encoded_once() {
+        let mut cache = ResponseCache::new();
+        let a = cache.error(400, "malformed request", Persist::Close);
+        let b = cache.error(400, "malformed request", Persist::Close);
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "the second answer is a clone of the first"
+        );
+        let c = cache.error(400, "malformed request", Persist::KeepAlive);
+        assert_ne!(a, c);
     }
 }
