@@ -38,8 +38,6 @@ pub(crate) fn poll_headers<'a>(
 /// How to encode a poll's answer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Batch<'a> {
-    /// The epoch tag of this run (for cursors).
-    pub epoch: &'a str,
     /// Messages skipped before the first one (evicted from the history).
     pub gap: u64,
     /// JSON batch rather than one plain-text message.
@@ -60,7 +58,7 @@ impl Batch<'_> {
             let Some(m) = room.after(after).next() else {
                 return (Bytes::new(), 0);
             };
-            let c = Cursor::at(self.epoch, m.seq).to_string();
+            let c = Cursor::at(&room.epoch, m.seq).to_string();
             let headers = poll_headers(&c, self.gap, &gap_text, self.origin);
             let data = Response {
                 headers: &headers,
@@ -81,7 +79,7 @@ impl Batch<'_> {
                 body.push(b',');
             }
             body.extend_from_slice(b"{\"cursor\":\"");
-            Cursor::at(self.epoch, m.seq).push_to(&mut body);
+            Cursor::at(&room.epoch, m.seq).push_to(&mut body);
             body.extend_from_slice(b"\",\"time\":");
             push_u64(&mut body, m.time_ms);
             body.extend_from_slice(b",\"text\":");
@@ -90,7 +88,7 @@ impl Batch<'_> {
             next = m.seq;
             count += 1;
         }
-        let next = Cursor::at(self.epoch, next).to_string();
+        let next = Cursor::at(&room.epoch, next).to_string();
         body.extend_from_slice(b"],\"next\":\"");
         body.extend_from_slice(next.as_bytes());
         body.extend_from_slice(b"\",\"gap\":");
@@ -125,7 +123,6 @@ pub(crate) fn fan_out(
     room: &Room,
     waiters: &Slab<Waiter>,
     seq: u64,
-    epoch: &str,
     max: usize,
     cors: &Cors,
 ) -> Vec<(ConnId, Bytes, Persist)> {
@@ -138,7 +135,6 @@ pub(crate) fn fan_out(
             Some((_, d)) => d.clone(),
             None => {
                 let batch = Batch {
-                    epoch,
                     gap: 0,
                     json: w.json,
                     max,

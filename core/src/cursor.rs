@@ -64,7 +64,13 @@ pub(crate) enum Since {
 }
 
 impl Since {
-    /// Parses a cursor sent by a client of the run tagged `epoch`. `None`: not a cursor.
+    /// Whether `value` is a cursor (or `0`) at all, whatever its epoch.
+    pub fn is_valid(value: &str) -> bool {
+        // No valid cursor has an empty epoch tag, so every valid one parses against it.
+        Since::parse(value, "").is_some()
+    }
+
+    /// Parses a cursor sent by a client, for a room numbered in `epoch`. `None`: not a cursor.
     pub fn parse(value: &str, epoch: &str) -> Option<Since> {
         if value == "0" {
             return Some(Since::All);

@@ -36,6 +36,10 @@ pub(crate) struct Waiter {
 #[derive(Debug)]
 pub(crate) struct Room {
     pub name: Box<str>,
+    /// The epoch tag of this room's numbering: its cursors are `<epoch>-<seq>`. A room that
+    /// is created again (after a restart, or in a shared log that lost its data) gets a new
+    /// one, so a cursor from before is recognised rather than misread.
+    pub epoch: Box<str>,
     pub history: VecDeque<Message>,
     /// Sum of the texts' lengths in `history`.
     pub bytes: usize,
@@ -47,9 +51,10 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    pub fn new(name: &str) -> Room {
+    pub fn new(name: &str, epoch: &str) -> Room {
         Room {
             name: name.into(),
+            epoch: epoch.into(),
             history: VecDeque::new(),
             bytes: 0,
             last_seq: 0,
@@ -138,15 +143,16 @@ impl Rooms {
         self.list.iter()
     }
 
-    /// The room named `name`, created on first use unless there are `max_rooms` already.
-    pub fn find_or_create(&mut self, name: &str, max_rooms: usize) -> Option<usize> {
+    /// The room named `name`, created on first use (numbered in `epoch`) unless there are
+    /// `max_rooms` already.
+    pub fn find_or_create(&mut self, name: &str, epoch: &str, max_rooms: usize) -> Option<usize> {
         if let Some(&i) = self.index.get(name) {
             return Some(i);
         }
         if self.list.len() >= max_rooms {
             return None;
         }
-        self.list.push(Room::new(name));
+        self.list.push(Room::new(name, epoch));
         self.index.insert(name.into(), self.list.len() - 1);
         Some(self.list.len() - 1)
     }
@@ -171,7 +177,7 @@ mod tests {
 
     #[test]
     fn history_is_bounded_by_count_and_bytes() {
-        let mut room = Room::new("r");
+        let mut room = Room::new("r", "e");
         for i in 0..10 {
             room.push(Bytes::from(vec![b'x'; 10]), None, i, 4, 1000);
         }
@@ -185,7 +191,7 @@ mod tests {
 
     #[test]
     fn ids_leave_with_their_messages() {
-        let mut room = Room::new("r");
+        let mut room = Room::new("r", "e");
         room.push(Bytes::from_static(b"a"), Some("k".into()), 0, 2, 100);
         assert_eq!(room.ids.get("k"), Some(&1));
         room.push(Bytes::from_static(b"b"), None, 0, 2, 100);
@@ -195,7 +201,7 @@ mod tests {
 
     #[test]
     fn after_is_a_range() {
-        let mut room = Room::new("r");
+        let mut room = Room::new("r", "e");
         for i in 0..5 {
             room.push(Bytes::from(format!("m{i}")), None, 0, 3, 100);
         }

@@ -406,10 +406,11 @@ impl Server {
         let Some(hold) = self.conns.release_hold(id, &mut self.rooms) else {
             return;
         };
+        let epoch = &self.rooms.get(hold.room).epoch;
         let cursor = if hold.since_all {
             Cursor::Start
         } else {
-            Cursor::at(&self.epoch, hold.after)
+            Cursor::at(epoch, hold.after)
         };
         let data = batch::timed_out(cursor, self.cors.origin(hold.cors), hold.persist);
         self.conns
@@ -427,7 +428,7 @@ impl Server {
         }
         let room = self.rooms.get(room_i);
         let max = self.config.batch_messages;
-        let answered = batch::fan_out(room, &waiters, seq, &self.epoch, max, &self.cors);
+        let answered = batch::fan_out(room, &waiters, seq, max, &self.cors);
         waiters.clear();
         self.conns.metrics.delivered += answered.len() as u64;
         for (conn, data, persist) in answered {

@@ -122,7 +122,7 @@ impl Action {
 pub(crate) struct Ctx<'a> {
     pub config: &'a Config,
     pub cors: &'a Cors,
-    /// The epoch tag of this run.
+    /// The epoch tag of this run: rooms created now number their messages in it.
     pub epoch: &'a str,
     /// The answer's connection header.
     pub persist: Persist,
@@ -130,9 +130,9 @@ pub(crate) struct Ctx<'a> {
 
 /// The room named in the query (default `main`), created on first use.
 pub(crate) fn room_for(
+    ctx: &Ctx<'_>,
     request: &Request,
     rooms: &mut Rooms,
-    max_rooms: usize,
 ) -> Result<usize, Action> {
     let name = form::field(request.query().unwrap_or("").as_bytes(), "room")
         .map_err(|()| Action::reject(400, "invalid room name"))?;
@@ -141,7 +141,7 @@ pub(crate) fn room_for(
         return Err(Action::reject(400, "invalid room name"));
     }
     rooms
-        .find_or_create(name, max_rooms)
+        .find_or_create(name, ctx.epoch, ctx.config.max_rooms)
         .ok_or(Action::reject(503, "too many rooms"))
 }
 

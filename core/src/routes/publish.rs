@@ -43,7 +43,7 @@ pub(crate) fn handle(
             return Action::reject(403, "cross-origin publish not allowed");
         }
     }
-    let room_i = match room_for(&request, rooms, ctx.config.max_rooms) {
+    let room_i = match room_for(ctx, &request, rooms) {
         Ok(r) => r,
         Err(action) => return action,
     };
@@ -80,7 +80,12 @@ pub(crate) fn handle(
     let origin = ctx
         .cors
         .origin(ctx.cors.index(request.headers.origin.as_deref()));
-    let answer = encode_answer(ctx, Cursor::at(ctx.epoch, seq), wants_json, origin);
+    let answer = encode_answer(
+        ctx,
+        Cursor::at(&rooms.get(room_i).epoch, seq),
+        wants_json,
+        origin,
+    );
     Action::Published {
         room: room_i,
         seq: fresh,

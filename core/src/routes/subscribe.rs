@@ -21,16 +21,15 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
         Ok(None) => request.headers.last_event_id.clone(),
         Err(()) => return Action::reject(400, "invalid cursor"),
     };
-    let since = match since.as_deref().map(|s| Since::parse(s, ctx.epoch)) {
-        None => None,
-        Some(Some(s)) => Some(s),
-        Some(None) => return Action::reject(400, "invalid cursor"),
-    };
-    let room_i = match room_for(request, rooms, ctx.config.max_rooms) {
+    if since.as_deref().is_some_and(|s| !Since::is_valid(s)) {
+        return Action::reject(400, "invalid cursor");
+    }
+    let room_i = match room_for(ctx, request, rooms) {
         Ok(r) => r,
         Err(action) => return action,
     };
     let room = rooms.get(room_i);
+    let since = since.as_deref().and_then(|s| Since::parse(s, &room.epoch));
     let (after, gap) = match since {
         None => (room.last_seq, 0),
         Some(Since::All) => (0, 0),
@@ -43,7 +42,6 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
     let cors = ctx.cors.index(request.headers.origin.as_deref());
     if room.last_seq > after {
         let batch = Batch {
-            epoch: ctx.epoch,
             gap,
             json,
             max: ctx.config.batch_messages,
