@@ -2,7 +2,15 @@
 //
 //   node tests/browser/chat.mjs <server-url> [server-name] [screenshot-dir]
 //
-// Two pages in one room (separate browser contexts, so one can go offline alone):
+// First, ten tabs (pages of one browser context) in one room: they elect one leader, which alone
+// holds the room's connection and hands what it gets to the others:
+//   T1. each tab loads within a second (before, the 7th waited behind six held polls);
+//   T2. a message published over HTTP, and one typed into the tenth tab, reach all ten within a
+//       second; the server holds one poll however many tabs are open (/metrics);
+//   T3. closing the leader (found from the page's state): another tab takes over, the next
+//       message reaches every remaining tab, and no tab shows any message twice;
+//   T4. two tabs of a second room work beside them, with one poll of their own.
+// Then two pages in one room (separate browser contexts, so one can go offline alone):
 //   1. a message typed in one page appears in both within 2 s;
 //   2. `<img src=x onerror=alert(1)>` is shown as literal text, no element is created and no
 //      dialog opens (any dialog fails the test);
@@ -10,7 +18,8 @@
 //   4. messages sent while one page is offline appear there once it is back online;
 //   5. a screenshot of the page is written to <screenshot-dir>/chat-<server-name>.png
 //      (default: target/screenshots in the workspace).
-// Page errors, CSP violations and other console errors fail the test too.
+// Page errors, CSP violations and other console errors (an error status, such as a 404 for
+// /favicon.ico, included) fail the test too.
 // Exit status 0 on success, 1 on failure (with the reason on stderr), 2 on bad usage.
 // Set up with `.ci/setup-browser` (installs chromium and runs `npm ci` here).
 
@@ -40,6 +49,9 @@ const ARGS = [
 const SHOWN_MS = 2000;      // a message typed in one page shows in both within this
 const READY_MS = 15000;     // page loaded and its first poll held
 const RECONNECT_MS = 20000; // back online: the missed messages show within this
+const TABS = 10;            // tabs of one browser context in one room
+const TAB_MS = 1000;        // a tab loads, and a message reaches every tab, within this
+const TAKEOVER_MS = 5000;   // the leader closed: the next message reaches every other tab within this
 
 // A fresh, empty directory for the browser profile: playwright-core's launch() creates the
 // user-data-dir under the temporary directory, so point that at a new one and remove it after.
@@ -64,10 +76,10 @@ function watch(page, label) {
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
     const t = m.text();
-    // Failed fetches while offline (or a missing favicon) are expected; anything else is not,
-    // a Content-Security-Policy violation in particular.
-    if (/^Failed to load resource/.test(t) || /net::ERR_/.test(t)) return;
-    failures.push(`${label}: console error: ${t}`);
+    // Failed fetches while offline or aborted are expected; anything else is not: an error
+    // status (a missing favicon) or a Content-Security-Policy violation in particular.
+    if (/^Failed to load resource: net::ERR_/.test(t)) return;
+    failures.push(`${label}: console error: ${t} (${m.location().url || 'no url'})`);
   });
 }
 
@@ -104,12 +116,165 @@ async function send(page, name, text) {
   await page.click('#send');
 }
 
+const role = (page) => page.evaluate(() => document.body.dataset.role || '');
+
+// Publishes as curl would, returning once the server has answered.
+async function publish(base, room, message) {
+  const res = await fetch(`${base}/publish?room=${room}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ message }),
+  });
+  if (!res.ok) throw new Error(`publish ${JSON.stringify(message)}: ${res.status} ${await res.text()}`);
+}
+
+async function heldPolls(base) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const m = /^parlor_held_polls (\d+)$/m.exec(text);
+  if (!m) throw new Error(`/metrics has no parlor_held_polls:\n${text}`);
+  return Number(m[1]);
+}
+
+// Waits until the server holds exactly `n` polls; fails at once if it ever holds more (a poll
+// can be briefly absent between two polls, never in excess).
+async function expectHeld(base, n, why) {
+  const end = Date.now() + 5000;
+  let held;
+  for (;;) {
+    held = await heldPolls(base);
+    if (held > n) throw new Error(`${why}: the server holds ${held} polls, expected ${n}`);
+    if (held === n) return;
+    if (Date.now() > end) throw new Error(`${why}: the server holds ${held} polls, expected ${n}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// Every message in `texts` shows exactly once in every page.
+async function onceEach(pages, messages) {
+  for (const [p, label] of pages) {
+    const all = await texts(p);
+    for (const m of messages) {
+      const n = all.filter((x) => x === m).length;
+      if (n !== 1) throw new Error(`${label} shows ${JSON.stringify(m)} ${n} times: ${JSON.stringify(all)}`);
+    }
+  }
+}
+
+// T1-T4: many tabs of one browser share one connection per room.
+async function tabs(browser, base) {
+  const room = 'tabs' + Date.now().toString(36) + Math.floor(Math.random() * 1e6).toString(36);
+  const ctx = await browser.newContext({ viewport: { width: 760, height: 560 } });
+  const pages = [];
+  const loads = [];
+  for (let i = 1; i <= TABS; i++) {
+    const p = await ctx.newPage();
+    const label = `tab ${i}`;
+    watch(p, label);
+    const t = Date.now();
+    try {
+      const timeout = i === 1 ? READY_MS : TAB_MS;
+      await p.goto(`${base}/?room=${room}`, { timeout });
+      await p.waitForFunction(() => document.body.dataset.role, null, { timeout, polling: 10 });
+    } catch (e) {
+      throw new Error(`${label}: not loaded within ${TAB_MS} ms (${e.message.split('\n')[0]})`);
+    }
+    loads.push(Date.now() - t);
+    pages.push([p, label]);
+  }
+  // The first tab also starts the renderer, so it alone may take longer.
+  for (let i = 1; i < TABS; i++) {
+    if (loads[i] > TAB_MS) throw new Error(`tab ${i + 1}: loaded in ${loads[i]} ms, more than ${TAB_MS} ms`);
+  }
+  await Promise.all(pages.map(([p, label]) => ready(p, label)));
+  const roles = await Promise.all(pages.map(([p]) => role(p)));
+  if (roles.filter((r) => r === 'leader').length !== 1 || roles.filter((r) => r === 'follower').length !== TABS - 1) {
+    throw new Error(`expected one leader and ${TABS - 1} followers: ${JSON.stringify(roles)}`);
+  }
+  const leaderStatus = await pages[roles.indexOf('leader')][0].textContent('#status');
+  const followerStatus = await pages[roles.indexOf('follower')][0].textContent('#status');
+  log(`${TABS} tabs loaded in ${loads.join(', ')} ms; leader says ${JSON.stringify(leaderStatus)}, followers ${JSON.stringify(followerStatus)}`);
+  if (leaderStatus === followerStatus) throw new Error('the indicator does not tell the leader from a follower');
+  await expectHeld(base, 1, `${TABS} tabs in one room`);
+  check();
+
+  const curl = 'published over HTTP ' + Date.now();
+  let t = Date.now();
+  await publish(base, room, curl);
+  await Promise.all(pages.map(([p, label]) => shown(p, label, curl, TAB_MS)));
+  log(`a published message reached all ${TABS} tabs after ${Date.now() - t} ms`);
+
+  const typed = 'typed in the last tab ' + Date.now();
+  const [last, lastLabel] = pages[TABS - 1];
+  await last.fill('#name', 'tenth');
+  await last.fill('#text', typed);
+  t = Date.now();
+  await last.click('#send');
+  await Promise.all(pages.map(([p, label]) => shown(p, label, typed, TAB_MS)));
+  log(`a message typed in ${lastLabel} reached all ${TABS} tabs after ${Date.now() - t} ms`);
+  await expectHeld(base, 1, 'after two messages');
+  check();
+
+  // T3. Close the leader; publish at once, before anyone has taken over.
+  const i = roles.indexOf('leader');
+  const [leader, leaderLabel] = pages[i];
+  pages.splice(i, 1);
+  await leader.close();
+  const after = 'after the leader left ' + Date.now();
+  t = Date.now();
+  await publish(base, room, after);
+  await Promise.all(pages.map(([p, label]) => shown(p, label, after, TAKEOVER_MS)));
+  log(`${leaderLabel} (the leader) closed: the next message reached the other ${pages.length} tabs after ${Date.now() - t} ms`);
+  const newRoles = await Promise.all(pages.map(([p]) => role(p)));
+  if (newRoles.filter((r) => r === 'leader').length !== 1) {
+    throw new Error(`after the leader closed, expected one new leader: ${JSON.stringify(newRoles)}`);
+  }
+  const more = 'and one more ' + Date.now();
+  await publish(base, room, more);
+  await Promise.all(pages.map(([p, label]) => shown(p, label, more, TAB_MS)));
+  await onceEach(pages, [curl, typed, after, more]);
+  await expectHeld(base, 1, 'after the leader closed');
+  check();
+
+  // T4. A second room beside the first: its own leader, its own poll, its own messages.
+  const room2 = room + 'b';
+  const others = [];
+  for (const label of ['room 2 tab 1', 'room 2 tab 2']) {
+    const p = await ctx.newPage();
+    watch(p, label);
+    await p.goto(`${base}/?room=${room2}`);
+    await ready(p, label);
+    others.push([p, label]);
+  }
+  const roles2 = await Promise.all(others.map(([p]) => role(p)));
+  if (roles2.join() !== 'leader,follower') throw new Error(`room 2 roles: ${JSON.stringify(roles2)}`);
+  await expectHeld(base, 2, 'two rooms');
+  const second = 'in room 2 ' + Date.now();
+  await send(others[1][0], 'bob', second);
+  await Promise.all(others.map(([p, label]) => shown(p, label, second, TAB_MS)));
+  const first = 'in room 1 ' + Date.now();
+  await publish(base, room, first);
+  await Promise.all(pages.map(([p, label]) => shown(p, label, first, TAB_MS)));
+  await onceEach(others, [second]);
+  for (const [p, label] of [...pages, ...others]) {
+    const all = await texts(p);
+    const stray = all.filter((x) => x === (others.some(([q]) => q === p) ? first : second));
+    if (stray.length) throw new Error(`${label} shows another room's message: ${JSON.stringify(stray)}`);
+  }
+  log('two rooms side by side: one poll each');
+  check();
+  await ctx.close();
+}
+
 let browser;
 let status = 0;
 try {
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  const base = url.replace(/\/$/, '');
+  await tabs(browser, base);
+  await expectHeld(base, 0, 'all tabs closed');
+
   const room = 'browser' + Date.now().toString(36) + Math.floor(Math.random() * 1e6).toString(36);
-  const pageUrl = `${url.replace(/\/$/, '')}/?room=${room}`;
+  const pageUrl = `${base}/?room=${room}`;
   const ctxA = await browser.newContext({ viewport: { width: 760, height: 560 } });
   const ctxB = await browser.newContext({ viewport: { width: 760, height: 560 } });
   const a = await ctxA.newPage();
