@@ -345,6 +345,8 @@
     if (stopConnection) { stopConnection(); stopConnection = null; }
     if (releaseLock) { releaseLock(); releaseLock = null; }
     if (lockWait) { lockWait.abort(); lockWait = null; }
+    state = ['connecting', 'paused'];
+    setRole('');
   }
 
   function onChannel(e) {
