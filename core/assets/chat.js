@@ -266,6 +266,8 @@
     };
   }
 
+  // The transport in use. Another with the same contract (an EventSource stream, say) can take
+  // its place; nothing below knows how messages arrive.
   const connect = longPoll;
 
   // ---- one connection per room for all the tabs of this browser ----
@@ -330,8 +332,8 @@
     });
     lockWait = new AbortController();
     navigator.locks.request(name, { ifAvailable: true }, (lock) => {
+      if (!lockWait) return null; // this tab left meanwhile
       if (lock) return hold();
-      if (!lockWait) return null; // left meanwhile
       setRole('follower');
       post({ t: 'hello', from: tabId });
       navigator.locks.request(name, { signal: lockWait.signal }, hold)

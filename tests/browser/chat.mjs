@@ -10,7 +10,8 @@
 //   T3. closing the leader (found from the page's state): another tab takes over, the next
 //       message reaches every remaining tab, and no tab shows any message twice; the same when
 //       the leader is frozen (Page Lifecycle), and the frozen tab catches up once resumed;
-//   T4. two tabs of a second room work beside them, with one poll of their own.
+//   T4. two tabs of a second room work beside them, with one poll of their own;
+//   T5. without BroadcastChannel each tab connects on its own and shows the history once.
 // Then two pages in one room (separate browser contexts, so one can go offline alone):
 //   1. a message typed in one page appears in both within 2 s;
 //   2. `<img src=x onerror=alert(1)>` is shown as literal text, no element is created and no
@@ -309,6 +310,27 @@ async function tabs(browser, base) {
   log('two rooms side by side: one poll each');
   check();
   await ctx.close();
+
+  // T5. A browser without BroadcastChannel: each tab connects on its own, as before.
+  const old = await browser.newContext({ viewport: { width: 760, height: 560 } });
+  await old.addInitScript(() => { delete window.BroadcastChannel; });
+  const solo = [];
+  for (const label of ['solo tab 1', 'solo tab 2']) {
+    const p = await old.newPage();
+    watch(p, label);
+    await p.goto(`${base}/?room=${room}`);
+    await ready(p, label);
+    solo.push([p, label]);
+  }
+  const soloRoles = await Promise.all(solo.map(([p]) => role(p)));
+  if (soloRoles.join() !== 'solo,solo') throw new Error(`without BroadcastChannel: roles ${JSON.stringify(soloRoles)}`);
+  const alone = 'each tab on its own ' + Date.now();
+  await send(solo[0][0], 'carol', alone);
+  await Promise.all(solo.map(([p, label]) => shown(p, label, alone, SHOWN_MS)));
+  await onceEach(solo, [curl, typed, after, more, cold, first, alone]);
+  log('without BroadcastChannel each tab connects on its own');
+  check();
+  await old.close();
 }
 
 let browser;
