@@ -9,6 +9,7 @@
   const HELD_MS = 1000;       // a poll still open after this is being held: we are connected
   const MAX_ITEMS = 500;      // list items kept in the DOM
   const MAX_SEEN = 2000;      // cursors remembered for de-duplication
+  const HISTORY_MS = 1500;    // a follower whose 'hello' is not answered this long loads history itself
   const NAME_KEY = 'parlor.name';
 
   const $ = (id) => document.getElementById(id);
@@ -335,11 +336,39 @@
       if (!lockWait) return null; // this tab left meanwhile
       if (lock) return hold();
       setRole('follower');
-      post({ t: 'hello', from: tabId });
+      askHistory();
       navigator.locks.request(name, { signal: lockWait.signal }, hold)
         .catch(() => { /* aborted: this tab left */ });
       return null;
     }).catch(() => { /* no lock: stays as it was */ });
+  }
+
+  // Asks the leader for the messages it holds; unanswered (the leader hangs), loads them itself.
+  let answered = false;
+  function askHistory() {
+    answered = false;
+    post({ t: 'hello', from: tabId });
+    setTimeout(() => { if (!answered && role === 'follower') loadHistory(); }, HISTORY_MS);
+  }
+
+  // One request for the room's history, not held: the server holds it only when the room is
+  // empty, and then there is nothing to show, so it is cut short. The cursor stays where it is
+  // (a capped batch could end before it); `seen` drops what the leader sends again.
+  async function loadHistory() {
+    const ctrl = new AbortController();
+    const cut = setTimeout(() => ctrl.abort(), HELD_MS);
+    try {
+      const res = await fetch('/subscribe?room=' + encodeURIComponent(room) + '&since=0&format=json', {
+        headers: { Accept: 'application/json' },
+        cache: 'no-store',
+        signal: ctrl.signal,
+      });
+      if (res.status === 200) handleBatch({ messages: (await res.json()).messages, gap: 0 });
+    } catch (e) {
+      /* cut short or failed: the leader's batches still come */
+    } finally {
+      clearTimeout(cut);
+    }
   }
 
   // Gives up the connection and the lock (or the place in the lock's queue).
@@ -361,6 +390,7 @@
     } else if (m.t === 'batch' && m.data) {
       handleBatch(m.data);
     } else if (m.t === 'history' && m.to === tabId) {
+      answered = true;
       handleBatch({ messages: m.messages, gap: 0, next: m.next });
       if (Array.isArray(m.state)) { state = m.state; showState(); }
     } else if (m.t === 'state' && Array.isArray(m.state)) {

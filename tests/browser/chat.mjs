@@ -11,7 +11,8 @@
 //       message reaches every remaining tab, and no tab shows any message twice; the same when
 //       the leader is frozen (Page Lifecycle), and the frozen tab catches up once resumed;
 //   T4. two tabs of a second room work beside them, with one poll of their own;
-//   T5. without BroadcastChannel each tab connects on its own and shows the history once.
+//   T5. without BroadcastChannel each tab connects on its own and shows the history once;
+//   T6. a tab whose 'hello' the leader leaves unanswered loads the history itself.
 // Then two pages in one room (separate browser contexts, so one can go offline alone):
 //   1. a message typed in one page appears in both within 2 s;
 //   2. `<img src=x onerror=alert(1)>` is shown as literal text, no element is created and no
@@ -331,6 +332,31 @@ async function tabs(browser, base) {
   log('without BroadcastChannel each tab connects on its own');
   check();
   await old.close();
+
+  // T6. A leader that does not answer a new tab's 'hello' (hung): the new tab loads the room's
+  // history itself, and later messages still come through the leader.
+  const hung = await browser.newContext({ viewport: { width: 760, height: 560 } });
+  const quiet = await hung.newPage();
+  watch(quiet, 'mute leader');
+  await quiet.goto(`${base}/?room=${room}`);
+  await ready(quiet, 'mute leader');
+  if ((await role(quiet)) !== 'leader') throw new Error('the first tab of a context does not lead');
+  await quiet.evaluate(() => {
+    const post = BroadcastChannel.prototype.postMessage;
+    BroadcastChannel.prototype.postMessage = function (m) { if (m.t !== 'history') post.call(this, m); };
+  });
+  const late = await hung.newPage();
+  watch(late, 'new tab');
+  await late.goto(`${base}/?room=${room}`);
+  await shown(late, 'new tab (unanswered)', alone, TAKEOVER_MS);
+  const later = 'after the history ' + Date.now();
+  await publish(base, room, later);
+  await shown(late, 'new tab (unanswered)', later, TAKEOVER_MS);
+  await onceEach([[late, 'new tab (unanswered)']], [curl, typed, after, more, cold, first, alone, later]);
+  if ((await role(late)) !== 'follower') throw new Error(`the new tab is ${await role(late)}, not a follower`);
+  log('a tab the leader does not answer loads the history itself');
+  check();
+  await hung.close();
 }
 
 let browser;
