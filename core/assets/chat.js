@@ -111,7 +111,6 @@
     if (!Number.isNaN(d.getTime())) {
       time.textContent = pad(d.getHours()) + ':' + pad(d.getMinutes());
       time.dateTime = d.toISOString();
-      time.title = d.toLocaleString();
     }
 
     const i = text.indexOf(': ');
@@ -463,6 +462,12 @@
 
   // ---- wiring ----
 
+  // A message's full date shows on hover; made then, since the first toLocaleString() in a tab
+  // costs tens of milliseconds, and ten tabs showing their first message at once add up.
+  list.addEventListener('mouseover', (e) => {
+    const t = e.target.closest && e.target.closest('time');
+    if (t && !t.title && t.dateTime) t.title = new Date(t.dateTime).toLocaleString();
+  });
   nameBox.value = loadName();
   nameBox.addEventListener('input', () => saveName(nameBox.value));
   textBox.addEventListener('input', () => { if (!errorEl.hidden) showError(''); });

@@ -389,6 +389,9 @@ try {
   await Promise.all([shown(a, 'page A', hello, SHOWN_MS), shown(b, 'page B', hello, SHOWN_MS)]);
   log(`message shown in both pages after ${Date.now() - t} ms`);
   if ((await a.inputValue('#text')) !== '') throw new Error('the message box is not cleared after a send');
+  await a.hover('li.message time');
+  const when = await a.getAttribute('li.message time', 'title');
+  if (!when) throw new Error("hovering a message's time shows no full date");
   check();
 
   // 2. Markup is text.
