@@ -199,12 +199,12 @@ async function tabs(browser, base) {
     const label = `tab ${i}`;
     watch(p, label);
     const t = Date.now();
+    const timeout = i === 1 ? READY_MS : TAB_MS;
     try {
-      const timeout = i === 1 ? READY_MS : TAB_MS;
       await p.goto(`${base}/?room=${room}`, { timeout });
       await p.waitForFunction(() => document.body.dataset.role, null, { timeout, polling: 10 });
     } catch (e) {
-      throw new Error(`${label}: not loaded within ${TAB_MS} ms (${e.message.split('\n')[0]})`);
+      throw new Error(`${label}: not loaded, or no data-role on its body, within ${timeout} ms (${e.message.split('\n')[0]})`);
     }
     loads.push(Date.now() - t);
     pages.push([p, label]);
