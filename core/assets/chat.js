@@ -9,6 +9,7 @@
   const HELD_MS = 1000;       // a poll still open after this is being held: we are connected
   const MAX_ITEMS = 500;      // list items kept in the DOM
   const MAX_SEEN = 2000;      // cursors remembered for de-duplication
+  const HISTORY_MS = 1500;    // a follower whose 'hello' is not answered this long loads history itself
   const NAME_KEY = 'parlor.name';
 
   const $ = (id) => document.getElementById(id);
@@ -110,7 +111,6 @@
     if (!Number.isNaN(d.getTime())) {
       time.textContent = pad(d.getHours()) + ':' + pad(d.getMinutes());
       time.dateTime = d.toISOString();
-      time.title = d.toLocaleString();
     }
 
     const i = text.indexOf(': ');
@@ -138,7 +138,12 @@
     if (stick) list.scrollTop = list.scrollHeight;
   }
 
-  function handleBatch(data, forceScroll) {
+  let since = '0';      // the newest cursor this tab has seen: where a connection resumes
+  let scrolled = false; // the first messages scroll to the bottom
+  const recent = [];    // the messages shown, for a tab that joins (see 'hello' below)
+
+  // Renders one batch {messages, gap, next}, from this tab's connection or from the leader's.
+  function handleBatch(data) {
     const nodes = [];
     const gap = Number(data.gap) || 0;
     if (gap > 0) {
@@ -149,95 +154,258 @@
       const cursor = String(m.cursor);
       if (seen.has(cursor)) continue;
       remember(cursor);
+      recent.push({ cursor, time: m.time, text: m.text });
       nodes.push(messageItem(m, cursor));
     }
-    append(nodes, forceScroll);
+    if (recent.length > MAX_ITEMS) recent.splice(0, recent.length - MAX_ITEMS);
+    if (typeof data.next === 'string' && data.next) since = data.next;
+    append(nodes, !scrolled);
+    if (nodes.length) scrolled = true;
   }
 
-  // ---- long-poll loop ----
+  // ---- the connection: one function, so another transport can take its place ----
 
-  let since = '0';
-  let failures = 0;
-  let firstBatch = true;
+  // longPoll(getCursor, onBatch, onState) holds the room's connection until the returned stop()
+  // is called. It polls from getCursor() (the newest cursor this tab knows), hands every answer
+  // to onBatch({messages, gap, next}) (an answer without messages still moves the cursor), and
+  // reports onState(state, text), state being 'connecting', 'connected' or 'reconnecting'.
+  // It retries with jittered exponential backoff, never sooner than Retry-After.
+  function longPoll(getCursor, onBatch, onState) {
+    let stopped = false;
+    let ctrl = null;
+    let wake = null;
 
-  // One poll. Resolves to {ok: true} or {ok: false, retryAfter: ms|null}.
-  async function pollOnce() {
+    // One poll. Resolves to {ok: true} or {ok: false, retryAfter: ms|null}.
+    async function pollOnce() {
+      ctrl = new AbortController();
+      const hang = setTimeout(() => ctrl.abort(), HANG_MS);
+      const held = setTimeout(() => onState('connected', 'connected'), HELD_MS);
+      const since = getCursor();
+      try {
+        const url = '/subscribe?room=' + encodeURIComponent(room) +
+          '&since=' + encodeURIComponent(since) + '&format=json';
+        const res = await fetch(url, {
+          headers: { Accept: 'application/json' },
+          cache: 'no-store',
+          signal: ctrl.signal,
+        });
+        if (res.status === 200) {
+          const data = await res.json();
+          const next = String(data.next || res.headers.get('Parlor-Cursor') || since);
+          if (!stopped) onBatch({ messages: data.messages, gap: data.gap, next });
+          return { ok: true };
+        }
+        if (res.status === 204) {
+          const next = res.headers.get('Parlor-Cursor');
+          if (next && next !== since && !stopped) onBatch({ messages: [], gap: 0, next });
+          return { ok: true };
+        }
+        if (res.status === 400 && since !== '0') {
+          // Cursor rejected (e.g. the server restarted): start over from the room's history.
+          if (!stopped) onBatch({ messages: [], gap: 0, next: '0' });
+          return { ok: true };
+        }
+        return { ok: false, retryAfter: parseRetryAfter(res.headers.get('Retry-After')) };
+      } catch (err) {
+        return { ok: false, retryAfter: null };
+      } finally {
+        clearTimeout(hang);
+        clearTimeout(held);
+      }
+    }
+
+    // Waits ms, showing a countdown; wakes early when the browser comes back online or on stop.
+    function backoffWait(ms) {
+      return new Promise((resolve) => {
+        const end = Date.now() + ms;
+        let timer = 0;
+        const done = () => {
+          clearTimeout(timer);
+          window.removeEventListener('online', done);
+          wake = null;
+          resolve();
+        };
+        const tick = () => {
+          const left = end - Date.now();
+          if (left <= 0) { done(); return; }
+          onState('reconnecting', navigator.onLine === false
+            ? 'offline'
+            : 'reconnecting in ' + Math.ceil(left / 1000) + 's');
+          timer = setTimeout(tick, ((left - 1) % 1000) + 1);
+        };
+        window.addEventListener('online', done);
+        wake = done;
+        tick();
+      });
+    }
+
+    (async () => {
+      let failures = 0;
+      onState('connecting', 'connecting');
+      while (!stopped) {
+        const r = await pollOnce();
+        if (stopped) break;
+        if (r.ok) {
+          failures = 0;
+          onState('connected', 'connected');
+          continue;
+        }
+        failures++;
+        const ceiling = Math.min(CAP_MS, BASE_MS * 2 ** Math.min(failures - 1, 20));
+        let wait = Math.random() * ceiling;
+        if (r.retryAfter != null) wait = Math.max(wait, r.retryAfter);
+        await backoffWait(wait);
+        if (!stopped) onState('reconnecting', navigator.onLine === false ? 'offline' : 'reconnecting…');
+      }
+    })();
+
+    return function stop() {
+      stopped = true;
+      if (ctrl) ctrl.abort();
+      if (wake) wake();
+    };
+  }
+
+  // The transport in use. Another with the same contract (an EventSource stream, say) can take
+  // its place; nothing below knows how messages arrive.
+  const connect = longPoll;
+
+  // ---- one connection per room for all the tabs of this browser ----
+  //
+  // The tabs showing a room elect a leader with a Web Lock named after the room. Only the leader
+  // holds the connection; it hands every batch and its connection state to the other tabs (the
+  // followers) over a BroadcastChannel. A tab that joins says 'hello' and the leader answers with
+  // the messages it holds. When the leader goes away (closed, frozen, navigated), its lock is
+  // released and a waiting follower takes over from the newest cursor it has seen; the cursors
+  // remembered in `seen` keep a message from showing twice. Without Web Locks or
+  // BroadcastChannel every tab connects on its own ('solo').
+
+  const tabId = newId();
+  const shared = !!(navigator.locks && typeof navigator.locks.request === 'function' &&
+    typeof BroadcastChannel === 'function');
+  const channel = shared ? new BroadcastChannel('parlor-' + room) : null;
+  let role = '';
+  let state = ['connecting', 'connecting'];
+  let stopConnection = null;  // set while this tab holds the connection
+  let releaseLock = null;     // resolves the promise that keeps the lock held
+  let lockWait = null;        // aborts a queued lock request
+
+  function setRole(r) {
+    role = r;
+    document.body.dataset.role = r;
+    showState();
+  }
+
+  function showState() {
+    const where = role === 'leader' ? ' (this tab)' : role === 'follower' ? ' (via another tab)' : '';
+    setStatus(state[0], state[1] + where);
+  }
+
+  function post(msg) {
+    try { channel.postMessage(msg); } catch (e) { /* channel closed */ }
+  }
+
+  // Holds the connection in this tab.
+  function lead(shareIt) {
+    stopConnection = connect(
+      () => since,
+      (data) => {
+        handleBatch(data);
+        if (shareIt) post({ t: 'batch', data });
+      },
+      (s, text) => {
+        state = [s, text];
+        showState();
+        if (shareIt) post({ t: 'state', state });
+      },
+    );
+  }
+
+  // Takes the lock if it is free (leader), else follows and queues for it.
+  function elect() {
+    const name = 'parlor-room-' + room;
+    const hold = () => new Promise((resolve) => {
+      releaseLock = resolve;
+      lockWait = null;
+      setRole('leader');
+      lead(true);
+    });
+    lockWait = new AbortController();
+    navigator.locks.request(name, { ifAvailable: true }, (lock) => {
+      if (!lockWait) return null; // this tab left meanwhile
+      if (lock) return hold();
+      setRole('follower');
+      askHistory();
+      navigator.locks.request(name, { signal: lockWait.signal }, hold)
+        .catch(() => { /* aborted: this tab left */ });
+      return null;
+    }).catch(() => { /* no lock: stays as it was */ });
+  }
+
+  // Asks the leader for the messages it holds; unanswered (the leader hangs), loads them itself.
+  let answered = false;
+  function askHistory() {
+    answered = false;
+    post({ t: 'hello', from: tabId });
+    setTimeout(() => { if (!answered && role === 'follower') loadHistory(); }, HISTORY_MS);
+  }
+
+  // One request for the room's history, not held: the server holds it only when the room is
+  // empty, and then there is nothing to show, so it is cut short. The cursor stays where it is
+  // (a capped batch could end before it); `seen` drops what the leader sends again.
+  async function loadHistory() {
     const ctrl = new AbortController();
-    const hang = setTimeout(() => ctrl.abort(), HANG_MS);
-    const held = setTimeout(() => setStatus('connected', 'connected'), HELD_MS);
+    const cut = setTimeout(() => ctrl.abort(), HELD_MS);
     try {
-      const url = '/subscribe?room=' + encodeURIComponent(room) +
-        '&since=' + encodeURIComponent(since) + '&format=json';
-      const res = await fetch(url, {
+      const res = await fetch('/subscribe?room=' + encodeURIComponent(room) + '&since=0&format=json', {
         headers: { Accept: 'application/json' },
         cache: 'no-store',
         signal: ctrl.signal,
       });
-      if (res.status === 200) {
-        const data = await res.json();
-        handleBatch(data, firstBatch);
-        firstBatch = false;
-        since = String(data.next || res.headers.get('Parlor-Cursor') || since);
-        return { ok: true };
-      }
-      if (res.status === 204) {
-        since = res.headers.get('Parlor-Cursor') || since;
-        return { ok: true };
-      }
-      if (res.status === 400 && since !== '0') {
-        // Cursor rejected (e.g. the server restarted): start over from the room's history.
-        since = '0';
-        return { ok: true };
-      }
-      return { ok: false, retryAfter: parseRetryAfter(res.headers.get('Retry-After')) };
-    } catch (err) {
-      return { ok: false, retryAfter: null };
+      if (res.status === 200) handleBatch({ messages: (await res.json()).messages, gap: 0 });
+    } catch (e) {
+      /* cut short or failed: the leader's batches still come */
     } finally {
-      clearTimeout(hang);
-      clearTimeout(held);
+      clearTimeout(cut);
     }
   }
 
-  // Waits ms, showing a countdown; wakes early when the browser comes back online.
-  function backoffWait(ms) {
-    return new Promise((resolve) => {
-      const end = Date.now() + ms;
-      let timer = 0;
-      const done = () => {
-        clearTimeout(timer);
-        window.removeEventListener('online', done);
-        resolve();
-      };
-      const tick = () => {
-        const left = end - Date.now();
-        if (left <= 0) { done(); return; }
-        setStatus('reconnecting', navigator.onLine === false
-          ? 'offline'
-          : 'reconnecting in ' + Math.ceil(left / 1000) + 's');
-        timer = setTimeout(tick, ((left - 1) % 1000) + 1);
-      };
-      window.addEventListener('online', done);
-      tick();
-    });
+  // Gives up the connection and the lock (or the place in the lock's queue).
+  function resign() {
+    if (stopConnection) { stopConnection(); stopConnection = null; }
+    if (releaseLock) { releaseLock(); releaseLock = null; }
+    if (lockWait) { lockWait.abort(); lockWait = null; }
+    state = ['connecting', 'paused'];
+    setRole('');
   }
 
-  async function pollLoop() {
-    setStatus('connecting', 'connecting');
-    for (;;) {
-      const r = await pollOnce();
-      if (r.ok) {
-        failures = 0;
-        setStatus('connected', 'connected');
-        continue;
-      }
-      failures++;
-      // Exponential backoff with full jitter, never sooner than Retry-After.
-      const ceiling = Math.min(CAP_MS, BASE_MS * 2 ** Math.min(failures - 1, 20));
-      let wait = Math.random() * ceiling;
-      if (r.retryAfter != null) wait = Math.max(wait, r.retryAfter);
-      await backoffWait(wait);
-      setStatus('reconnecting', navigator.onLine === false ? 'offline' : 'reconnecting…');
+  function onChannel(e) {
+    const m = e.data;
+    if (!m || typeof m !== 'object') return;
+    if (m.t === 'hello') {
+      if (role === 'leader') post({ t: 'history', to: m.from, messages: recent, next: since, state });
+    } else if (role !== 'follower') {
+      // A leader renders only what its own connection brings.
+    } else if (m.t === 'batch' && m.data) {
+      handleBatch(m.data);
+    } else if (m.t === 'history' && m.to === tabId) {
+      answered = true;
+      handleBatch({ messages: m.messages, gap: 0, next: m.next });
+      if (Array.isArray(m.state)) { state = m.state; showState(); }
+    } else if (m.t === 'state' && Array.isArray(m.state)) {
+      state = m.state;
+      showState();
     }
+  }
+
+  function start() {
+    if (!shared) { setRole('solo'); lead(false); return; }
+    channel.onmessage = onChannel;
+    window.addEventListener('pagehide', resign);
+    document.addEventListener('freeze', resign);
+    window.addEventListener('pageshow', (e) => { if (e.persisted && !releaseLock && !lockWait) elect(); });
+    document.addEventListener('resume', () => { if (!releaseLock && !lockWait) elect(); });
+    elect();
   }
 
   // ---- publishing ----
@@ -294,6 +462,12 @@
 
   // ---- wiring ----
 
+  // A message's full date shows on hover; made then, since the first toLocaleString() in a tab
+  // costs tens of milliseconds, and ten tabs showing their first message at once add up.
+  list.addEventListener('mouseover', (e) => {
+    const t = e.target.closest && e.target.closest('time');
+    if (t && !t.title && t.dateTime) t.title = new Date(t.dateTime).toLocaleString();
+  });
   nameBox.value = loadName();
   nameBox.addEventListener('input', () => saveName(nameBox.value));
   textBox.addEventListener('input', () => { if (!errorEl.hidden) showError(''); });
@@ -302,5 +476,5 @@
     send();
   });
 
-  pollLoop();
+  start();
 })();
