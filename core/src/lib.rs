@@ -95,8 +95,8 @@
 //! ## Layout
 //! * [`http`]: the incremental HTTP/1.1 request reader (RFC 9112 framing and limits).
 //! * [`response`]: encoding responses into `Bytes`, and the cache of constant responses.
-//! * [`config`]: every limit and timeout, their defaults, validation, and the command line
-//!   both server binaries share.
+//! * [`config`]: every limit and timeout, their defaults and validation (the command line of
+//!   the binaries is in `parlor-os`).
 //! * [`Server`] (`server.rs`): the chat state machine: connections, routing, rooms and their
 //!   history (`room.rs`), held polls, timers, metrics.
 //! * `form.rs`: query strings, form and JSON publish bodies.

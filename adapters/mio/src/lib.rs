@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use parlor_core::config::Cli;
 use parlor_core::{ConnId, Output, Server};
+use parlor_os::Cli;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);

@@ -43,10 +43,7 @@ fn spawn(flags: &[&str]) -> Server {
     let addr: SocketAddr = rest.parse().expect("an address in the start-up line");
     assert_eq!(
         line,
-        format!(
-            "{}\n",
-            parlor_core::config::startup_line("parlor-mio", addr)
-        )
+        format!("{}\n", parlor_os::startup_line("parlor-mio", addr))
     );
     Server { child, addr }
 }

@@ -2,12 +2,14 @@
 //!
 //! What both Parlor servers need from the operating system and the process, written once:
 //! `parlor-core` holds everything the two adapters share that is not I/O (routing, responses,
-//! the flags and their validation); this crate holds the little that is I/O and would
-//! otherwise be copied into each adapter:
+//! the configuration and its validation); this crate holds the process around it, written once
+//! instead of in each adapter:
 //!
+//! * [`parse_args`] (`cli.rs`): the command line, flags and `PARLOR_*` environment variables,
+//!   `--help`, `--version`.
 //! * [`raise_nofile_limit`]: each connection is a file descriptor, so the soft open-file limit
 //!   is raised to the hard one at start, and the default connection cap follows from it
-//!   ([`parlor_core::config::default_max_connections`]).
+//!   ([`default_max_connections`]).
 //! * [`bind_listener`]: a non-blocking listener with a backlog deep enough for a burst of
 //!   subscribers reconnecting at once.
 //! * [`epoch_ms`]: the wall-clock start time the core needs for cursors and message times.
@@ -19,7 +21,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parlor_core::config::{default_max_connections, parse_args, startup_line, Cli, CliOutcome};
+mod cli;
+
+pub use cli::{
+    default_max_connections, parse_args, startup_line, Cli, CliError, CliOutcome, DEFAULT_LISTEN,
+    DEFAULT_SHUTDOWN_GRACE, FD_RESERVE,
+};
 
 /// Listen backlog: bursts of thousands of connections (a page of subscribers reconnecting) must
 /// not overflow the accept queue. The kernel clamps it to `net.core.somaxconn`.
@@ -166,7 +173,7 @@ impl<S: Serve> Drop for Runner<S> {
 
 /// The whole server program: parses `args` (without the program name), raises the open-file
 /// limit, binds, prints the start-up line, serves until SIGINT/SIGTERM. Returns the process exit
-/// code: 0 after a clean shutdown or `--help`, 2 for a bad command line, 1 when the server
+/// code: 0 after a clean shutdown, `--help` or `--version`, 2 for a bad command line, 1 when the server
 /// cannot start or fails.
 pub fn main_entry<S: Serve>(program: &str, args: impl IntoIterator<Item = String>) -> i32 {
     let nofile = match raise_nofile_limit() {
@@ -178,7 +185,7 @@ pub fn main_entry<S: Serve>(program: &str, args: impl IntoIterator<Item = String
     };
     let cli = match parse_args(program, args, default_max_connections(nofile)) {
         Ok(CliOutcome::Run(cli)) => cli,
-        Ok(CliOutcome::Help(text)) => {
+        Ok(CliOutcome::Print(text)) => {
             print!("{text}");
             let _ = io::stdout().flush();
             return 0;

@@ -65,8 +65,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use parlor_core::config::Cli;
 use parlor_core::{ConnId, Output, Server};
+use parlor_os::Cli;
 use smol::channel::{Receiver, Sender, TrySendError};
 use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncWrite};
@@ -77,9 +77,6 @@ use smol::{Async, LocalExecutor, Timer};
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// How long accepting pauses after an accept error such as `EMFILE`.
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// File descriptors kept in reserve below the open-file limit when deriving the default
-/// connection cap (the same reserve as `parlor-mio`).
-pub const FD_RESERVE: u64 = 64;
 /// Capacity of the channel from the connection tasks to the owner. When it is full, each
 /// connection task waits with its one event in hand and reads nothing more, so bytes read but not
 /// yet handled stay below (this + connections) x [`READ_BUFFER_BYTES`], and in practice far

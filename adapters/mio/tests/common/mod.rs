@@ -5,8 +5,8 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use parlor_core::config::{parse_args, CliOutcome};
 use parlor_mio::Runner;
+use parlor_os::{parse_args, CliOutcome};
 
 /// The longest any single wait may take before a test fails (never a timing assertion: only a
 /// bound so a broken server fails the test instead of hanging it).

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use parlor_core::config::{parse_args, CliOutcome};
+use parlor_os::{parse_args, CliOutcome};
 use parlor_smol::Runner;
 use parlor_tests::{eventually, parse_metrics, Client};
 
