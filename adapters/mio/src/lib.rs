@@ -29,46 +29,46 @@
 //!
 //! Accept errors never stop the loop: running out of file descriptors or memory (`EMFILE`,
 //! `ENFILE`, `ENOBUFS`, `ENOMEM`, or anything unexpected) pauses accepting for
-//! [`ACCEPT_PAUSE`] while existing connections keep being served.
+//! [`ACCEPT_PAUSE`] while existing connections keep being served ([`AcceptErrors`]). What both
+//! adapters share (the write queue, the accept policy, the program's `main`, the runner) is in
+//! `parlor-os`; this crate is the event loop.
 //!
 //! ## Use
-//! The binary is `parlor-mio` ([`main_entry`]). Tests and embedders start the same loop in a
-//! thread with [`Runner::start`] (port 0 is fine; [`Runner::local_addr`] has the real one) and
-//! stop it with [`Runner::shutdown`], which performs the same graceful shutdown as SIGTERM.
+//! The binary is `parlor-mio` ([`parlor_os::main_entry`]). Tests and embedders start the same
+//! loop in a thread with [`Runner::start`] (port 0 is fine; [`Runner::local_addr`] has the real
+//! one) and stop it with [`Runner::shutdown`], which performs the same graceful shutdown as
+//! SIGTERM.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use parlor_core::{ConnId, Output, Server};
-use parlor_os::Cli;
+use parlor_os::{
+    AcceptErrors, AcceptFailure, Cli, Flushed, Grace, Listening, Serve, WriteQueue, ACCEPT_PAUSE,
+    READ_BUFFER_BYTES,
+};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 
-/// Size of the one read buffer the whole loop shares.
-pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Reads one connection may do per wake-up before the others get their turn.
 pub const READS_PER_WAKE: usize = 4;
 /// Connections accepted per wake-up before the existing ones get their turn.
 pub const ACCEPTS_PER_WAKE: usize = 256;
-/// How long accepting pauses after an accept error such as `EMFILE`.
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Most buffers handed to one vectored write.
-const MAX_IOVECS: usize = 64;
+const PROGRAM: &str = "parlor-mio";
 
 /// One socket and what is queued for it.
 struct Conn {
     stream: TcpStream,
-    /// Bytes not yet written, oldest first; the front one may be partly written already.
-    queue: VecDeque<Bytes>,
+    /// Bytes not yet written.
+    queue: WriteQueue,
     /// Whether the registration currently includes `WRITABLE` (only while `queue` is not empty).
     writable_interest: bool,
     /// The core asked to stop reading (`PauseRead`).
@@ -89,10 +89,10 @@ pub struct StopHandle {
     waker: Arc<Waker>,
 }
 
-impl StopHandle {
+impl parlor_os::Stop for StopHandle {
     /// Asks the loop to shut down gracefully; it returns from [`EventLoop::run`] once its
     /// connections are closed or the shutdown grace has passed.
-    pub fn stop(&self) {
+    fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
         if let Err(e) = self.waker.wake() {
             eprintln!("parlor-mio: cannot wake the event loop: {e}");
@@ -118,50 +118,38 @@ pub struct EventLoop {
     accept_pending: bool,
     /// Accepting is paused until then (after `EMFILE` and friends).
     accept_paused_until: Option<Instant>,
-    /// An accept error was logged and no accept has succeeded since: log the next one only
-    /// once accepting works again, so running out of descriptors logs once, not ten times a
-    /// second.
-    accept_error_logged: bool,
-    shutdown_grace: Duration,
-    /// Set when a graceful shutdown starts: the loop ends at this time at the latest.
-    grace_deadline: Option<Instant>,
-    /// A second signal during shutdown ends the loop at once.
-    hard_stop: bool,
+    accept_errors: AcceptErrors,
+    /// The graceful shutdown: the loop ends at its deadline at the latest.
+    grace: Grace,
     stop: StopHandle,
     signals: Option<UnixStream>,
 }
 
-impl EventLoop {
+impl Serve for EventLoop {
+    type Stop = StopHandle;
+
     /// Binds the listener of `cli` and builds the core. Nothing is accepted before
     /// [`run`](EventLoop::run).
-    pub fn bind(cli: Cli) -> io::Result<EventLoop> {
-        let Cli {
-            listen,
-            config,
-            shutdown_grace,
-        } = cli;
+    fn bind(cli: Cli) -> io::Result<EventLoop> {
+        let start = Listening::bind(cli)?;
         let poll = Poll::new()?;
-        let mut listener = TcpListener::from_std(parlor_os::bind_listener(listen)?);
-        let local_addr = listener.local_addr()?;
+        let mut listener = TcpListener::from_std(start.listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let epoch_ms = parlor_os::epoch_ms();
         Ok(EventLoop {
             poll,
             listener: Some(listener),
-            local_addr,
-            server: Server::new(config, epoch_ms, Instant::now()),
+            local_addr: start.local_addr,
+            server: start.server,
             conns: Vec::new(),
             buf: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
             dirty: Vec::new(),
             pending_read: VecDeque::new(),
             accept_pending: false,
             accept_paused_until: None,
-            accept_error_logged: false,
-            shutdown_grace,
-            grace_deadline: None,
-            hard_stop: false,
+            accept_errors: AcceptErrors::new(PROGRAM),
+            grace: start.grace,
             stop: StopHandle {
                 flag: Arc::new(AtomicBool::new(false)),
                 waker,
@@ -171,12 +159,12 @@ impl EventLoop {
     }
 
     /// The address the listener is bound to (the real port when asked for port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// A handle that stops the loop gracefully from another thread.
-    pub fn stop_handle(&self) -> StopHandle {
+    fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
     }
 
@@ -184,7 +172,7 @@ impl EventLoop {
     ///
     /// The handlers only write a byte to a socket pair whose other end this loop polls
     /// (signal-hook's self-pipe), so all the work happens in the loop, not in the handler.
-    pub fn handle_signals(&mut self) -> io::Result<()> {
+    fn handle_signals(&mut self) -> io::Result<()> {
         let (read, write) = std::os::unix::net::UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
@@ -201,14 +189,12 @@ impl EventLoop {
 
     /// Runs until a graceful shutdown completes: every connection closed, or the shutdown grace
     /// passed. Errors are those of the poll itself; connection errors only close that connection.
-    pub fn run(mut self) -> io::Result<()> {
+    fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            if let Some(deadline) = self.grace_deadline {
-                if self.hard_stop || self.server.connection_count() == 0 || now >= deadline {
-                    return Ok(());
-                }
+            if self.grace.is_over(now, self.server.connection_count()) {
+                return Ok(());
             }
             let timeout = if self.accept_pending || !self.pending_read.is_empty() {
                 Some(Duration::ZERO)
@@ -216,7 +202,7 @@ impl EventLoop {
                 [
                     self.server.poll_timeout(),
                     self.accept_paused_until,
-                    self.grace_deadline,
+                    self.grace.deadline(),
                 ]
                 .into_iter()
                 .flatten()
@@ -250,7 +236,7 @@ impl EventLoop {
                     LISTENER => self.accept(now),
                     WAKER => {
                         if self.stop.flag.load(Ordering::SeqCst) {
-                            self.begin_shutdown(now);
+                            self.begin_shutdown(now, false);
                         }
                     }
                     SIGNALS => self.on_signal(now),
@@ -273,7 +259,9 @@ impl EventLoop {
             }
         }
     }
+}
 
+impl EventLoop {
     fn on_signal(&mut self, now: Instant) {
         let mut got = 0;
         if let Some(signals) = self.signals.as_mut() {
@@ -290,15 +278,15 @@ impl EventLoop {
         if got == 0 {
             return; // spurious
         }
-        if self.grace_deadline.is_some() || got > 1 {
-            self.hard_stop = true;
+        if got > 1 {
+            self.grace.stop_now();
         }
-        self.begin_shutdown(now);
+        self.begin_shutdown(now, true);
     }
 
     /// Stops accepting and lets the core answer held polls and close idle connections.
-    fn begin_shutdown(&mut self, now: Instant) {
-        if self.grace_deadline.is_some() {
+    fn begin_shutdown(&mut self, now: Instant, signal: bool) {
+        if !self.grace.begin(now, signal) {
             return;
         }
         if let Some(mut listener) = self.listener.take() {
@@ -306,7 +294,6 @@ impl EventLoop {
         }
         self.accept_pending = false;
         self.accept_paused_until = None;
-        self.grace_deadline = Some(now + self.shutdown_grace);
         self.server.handle_shutdown(now);
         self.settle(now);
     }
@@ -322,31 +309,15 @@ impl EventLoop {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    self.accept_error_logged = false;
+                    self.accept_errors.succeeded();
                     self.add_conn(stream, peer, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // The peer gave up before we got to it, or a signal: try the next one.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
-                            | io::ErrorKind::Interrupted
-                    ) => {}
                 Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: the pending connection stays in
-                    // the backlog, so retrying at once would spin. Serve the others meanwhile.
-                    if !self.accept_error_logged {
-                        self.accept_error_logged = true;
-                        eprintln!(
-                            "parlor-mio: accept failed: {e}; pausing accepts for {} ms at a \
-                             time until it succeeds (existing connections are still served)",
-                            ACCEPT_PAUSE.as_millis()
-                        );
+                    if self.accept_errors.failed(&e) == AcceptFailure::Pause {
+                        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                        return;
                     }
-                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-                    return;
                 }
             }
         }
@@ -362,7 +333,7 @@ impl EventLoop {
             .registry()
             .register(&mut stream, Token(id.0), Interest::READABLE)
         {
-            eprintln!("parlor-mio: cannot register a connection: {e}");
+            eprintln!("{PROGRAM}: cannot register a connection: {e}");
             drop(stream);
             self.report_closed(id, now);
             self.settle(now);
@@ -374,7 +345,7 @@ impl EventLoop {
         debug_assert!(self.conns[id.0].is_none(), "the core reused a live id");
         self.conns[id.0] = Some(Conn {
             stream,
-            queue: VecDeque::new(),
+            queue: WriteQueue::default(),
             writable_interest: false,
             paused: false,
             eof: false,
@@ -401,7 +372,7 @@ impl EventLoop {
                         // Both directions are done.
                         self.drop_conn(id, now);
                     } else if !c.closing {
-                        report_adapter_bug(self.server.handle_eof(id, now));
+                        parlor_os::report_adapter_bug(PROGRAM, self.server.handle_eof(id, now));
                     }
                     // Else: the close is waiting for its bytes to be written.
                     self.settle(now);
@@ -411,7 +382,7 @@ impl EventLoop {
                     if !c.closing {
                         let data = &self.buf[..n];
                         let result = self.server.handle_data(id, data, now);
-                        report_adapter_bug(result);
+                        parlor_os::report_adapter_bug(PROGRAM, result);
                         self.settle(now);
                     }
                     // Else: the core is done with this connection; discard.
@@ -466,7 +437,7 @@ impl EventLoop {
                     if c.queue.is_empty() {
                         self.dirty.push(id);
                     }
-                    c.queue.push_back(data);
+                    c.queue.push(data);
                 }
             }
             Output::Close { .. } => {
@@ -493,47 +464,14 @@ impl EventLoop {
         let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
             return;
         };
-        let mut written = 0;
-        let mut failed = false;
-        while !c.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, data) in slices.iter_mut().zip(c.queue.iter()) {
-                *slot = IoSlice::new(data);
-                count += 1;
-            }
-            match c.stream.write_vectored(&slices[..count]) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(mut n) => {
-                    written += n;
-                    while n > 0 {
-                        let Some(front) = c.queue.front_mut() else {
-                            break;
-                        };
-                        if n >= front.len() {
-                            n -= front.len();
-                            c.queue.pop_front();
-                        } else {
-                            front.advance(n);
-                            n = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
+        let stream = &mut c.stream;
+        let (written, outcome) = c
+            .queue
+            .write_with(|slices| Some(stream.write_vectored(slices)));
         if written > 0 {
-            report_adapter_bug(self.server.handle_flushed(id, written, now));
+            parlor_os::report_adapter_bug(PROGRAM, self.server.handle_flushed(id, written, now));
         }
-        if failed {
+        if outcome == Flushed::Failed {
             self.drop_conn(id, now);
             return;
         }
@@ -586,50 +524,9 @@ impl EventLoop {
     }
 
     fn report_closed(&mut self, id: ConnId, now: Instant) {
-        report_adapter_bug(self.server.handle_closed(id, now));
-    }
-}
-
-/// The core answers `Err` only for adapter bugs (a stale id): loud in debug builds, logged in
-/// release builds, never fatal to the other connections.
-fn report_adapter_bug(result: Result<(), parlor_core::Error>) {
-    if let Err(e) = result {
-        debug_assert!(false, "parlor-mio: adapter bug: {e}");
-        eprintln!("parlor-mio: adapter bug: {e}");
+        parlor_os::report_adapter_bug(PROGRAM, self.server.handle_closed(id, now));
     }
 }
 
 /// The event loop running in a thread of its own: what tests and embedders start.
 pub type Runner = parlor_os::Runner<EventLoop>;
-
-pub use parlor_os::raise_nofile_limit;
-
-/// The whole `parlor-mio` program (see [`parlor_os::main_entry`]): returns the exit code.
-pub fn main_entry(program: &str, args: impl IntoIterator<Item = String>) -> i32 {
-    parlor_os::main_entry::<EventLoop>(program, args)
-}
-
-impl parlor_os::Serve for EventLoop {
-    type Stop = StopHandle;
-    fn bind(cli: Cli) -> io::Result<Self> {
-        EventLoop::bind(cli)
-    }
-    fn local_addr(&self) -> SocketAddr {
-        EventLoop::local_addr(self)
-    }
-    fn stop_handle(&self) -> StopHandle {
-        EventLoop::stop_handle(self)
-    }
-    fn handle_signals(&mut self) -> io::Result<()> {
-        EventLoop::handle_signals(self)
-    }
-    fn run(self) -> io::Result<()> {
-        EventLoop::run(self)
-    }
-}
-
-impl parlor_os::Stop for StopHandle {
-    fn stop(&self) {
-        StopHandle::stop(self)
-    }
-}

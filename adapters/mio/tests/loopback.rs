@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::{metric, request, start, wait_held, wait_until, Client};
+use parlor_os::Stop;
 
 #[test]
 fn subscribe_publish_round_trip() {
@@ -110,7 +111,7 @@ fn held_poll_times_out_with_204() {
 #[test]
 fn two_thousand_held_polls_then_one_publish_reaches_all() {
     const N: usize = 2000;
-    let _ = parlor_mio::raise_nofile_limit(); // 2 descriptors per connection in this process
+    let _ = parlor_os::raise_nofile_limit(); // 2 descriptors per connection in this process
     let server = start(&[]);
     let addr = server.local_addr();
     let mut subs: Vec<Client> = (0..N)

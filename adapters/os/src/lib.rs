@@ -15,18 +15,47 @@
 //! * [`epoch_ms`]: the wall-clock start time the core needs for cursors and message times.
 //! * [`main_entry`] and [`Runner`]: the program (flags, `--help`, the start-up line, exit codes)
 //!   and the in-process runner tests use, for any adapter that implements [`Serve`].
+//! * [`WriteQueue`] (`write_queue.rs`): a connection's queue of `Bytes`, written with one
+//!   vectored write per burst.
+//! * [`AcceptErrors`] (`accept.rs`): which accept errors are retried at once and which pause
+//!   accepting for [`ACCEPT_PAUSE`], logged once per episode.
+//! * [`Listening`] and [`Grace`] (`start.rs`): the bound listener and core an adapter starts
+//!   from, and the graceful shutdown's end (empty, past the grace, or a second signal).
+//! * [`report_adapter_bug`] and the constants both event loops use ([`READ_BUFFER_BYTES`],
+//!   [`MAX_IOVECS`]).
+//!
+//! What is left in each adapter is its own event loop (`parlor-mio`) or its tasks
+//! (`parlor-smol`).
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod accept;
 mod cli;
+mod start;
+mod write_queue;
 
+pub use accept::{AcceptErrors, AcceptFailure, ACCEPT_PAUSE};
 pub use cli::{
     default_max_connections, parse_args, startup_line, Cli, CliError, CliOutcome, DEFAULT_LISTEN,
     DEFAULT_SHUTDOWN_GRACE, FD_RESERVE,
 };
+pub use start::{Grace, Listening};
+pub use write_queue::{Flushed, WriteQueue, MAX_IOVECS};
+
+/// Size of an adapter's read buffer (one per thread, shared by all its connections).
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The core answers `Err` only for adapter bugs (a stale id): loud in debug builds, logged on
+/// stderr with the `program` name in release builds, never fatal to the other connections.
+pub fn report_adapter_bug(program: &str, result: Result<(), parlor_core::Error>) {
+    if let Err(e) = result {
+        debug_assert!(false, "{program}: adapter bug: {e}");
+        eprintln!("{program}: adapter bug: {e}");
+    }
+}
 
 /// Listen backlog: bursts of thousands of connections (a page of subscribers reconnecting) must
 /// not overflow the accept queue. The kernel clamps it to `net.core.somaxconn`.

@@ -50,33 +50,31 @@
 //! does too.
 //!
 //! ## Use
-//! The binary is `parlor-smol` ([`main_entry`]). Tests and embedders start the same server in a
+//! The binary is `parlor-smol` ([`parlor_os::main_entry`]). Tests and embedders start the same server in a
 //! thread with [`Runner::start`] (port 0 is fine; [`Runner::local_addr`] has the real one) and
 //! stop it with [`Runner::shutdown`], which performs the same graceful shutdown as SIGTERM.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::{Buf, Bytes};
 use parlor_core::{ConnId, Output, Server};
-use parlor_os::Cli;
+use parlor_os::{
+    AcceptErrors, AcceptFailure, Cli, Flushed, Grace, Listening, Serve, WriteQueue, ACCEPT_PAUSE,
+    READ_BUFFER_BYTES,
+};
 use smol::channel::{Receiver, Sender, TrySendError};
 use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::stream::StreamExt;
 use smol::{Async, LocalExecutor, Timer};
 
-/// Size of the read buffer that all connections of a thread share.
-pub const READ_BUFFER_BYTES: usize = 64 * 1024;
-/// How long accepting pauses after an accept error such as `EMFILE`.
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+const PROGRAM: &str = "parlor-smol";
 /// Capacity of the channel from the connection tasks to the owner. When it is full, each
 /// connection task waits with its one event in hand and reads nothing more, so bytes read but not
 /// yet handled stay below (this + connections) x [`READ_BUFFER_BYTES`], and in practice far
@@ -88,8 +86,6 @@ const EVENTS_PER_TURN: u32 = 256;
 const DISCARDS_PER_TURN: u32 = 4;
 /// Events a connection task reports in a row before it yields to the other tasks.
 const TURNS_BEFORE_YIELD: u32 = 16;
-/// Most buffers handed to one vectored write.
-const MAX_IOVECS: usize = 64;
 
 /// What the other tasks tell the owner.
 #[derive(Debug)]
@@ -116,11 +112,11 @@ pub struct StopHandle {
     events: Sender<Event>,
 }
 
-impl StopHandle {
+impl parlor_os::Stop for StopHandle {
     /// Asks the server to shut down gracefully; it returns from [`Bound::run`] once its
     /// connections are closed or the shutdown grace has passed. Call it from another thread than
     /// the server's (it may wait for room in the server's event channel).
-    pub fn stop(&self) {
+    fn stop(&self) {
         // Fails only when the server has already ended.
         let _ = self.events.send_blocking(Event::Shutdown { signal: false });
     }
@@ -131,30 +127,25 @@ pub struct Bound {
     listener: Async<TcpListener>,
     local_addr: SocketAddr,
     server: Server,
-    shutdown_grace: Duration,
+    grace: Grace,
     events: Sender<Event>,
     inbox: Receiver<Event>,
     signals: Option<async_signal::Signals>,
 }
 
-impl Bound {
+impl Serve for Bound {
+    type Stop = StopHandle;
+
     /// Binds the listener of `cli` and builds the core. Nothing is accepted before
     /// [`run`](Bound::run).
-    pub fn bind(cli: Cli) -> io::Result<Bound> {
-        let Cli {
-            listen,
-            config,
-            shutdown_grace,
-        } = cli;
-        let listener = Async::new(parlor_os::bind_listener(listen)?)?;
-        let local_addr = listener.get_ref().local_addr()?;
-        let epoch_ms = parlor_os::epoch_ms();
+    fn bind(cli: Cli) -> io::Result<Bound> {
+        let start = Listening::bind(cli)?;
         let (events, inbox) = smol::channel::bounded(EVENT_CAPACITY);
         Ok(Bound {
-            listener,
-            local_addr,
-            server: Server::new(config, epoch_ms, Instant::now()),
-            shutdown_grace,
+            listener: Async::new(start.listener)?,
+            local_addr: start.local_addr,
+            server: start.server,
+            grace: start.grace,
             events,
             inbox,
             signals: None,
@@ -162,19 +153,19 @@ impl Bound {
     }
 
     /// The address the listener is bound to (the real port when asked for port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// A handle that stops the server gracefully from another thread.
-    pub fn stop_handle(&self) -> StopHandle {
+    fn stop_handle(&self) -> StopHandle {
         StopHandle {
             events: self.events.clone(),
         }
     }
 
     /// Makes SIGINT and SIGTERM start a graceful shutdown (a second one ends it at once).
-    pub fn handle_signals(&mut self) -> io::Result<()> {
+    fn handle_signals(&mut self) -> io::Result<()> {
         use async_signal::{Signal, Signals};
         self.signals = Some(Signals::new([Signal::Int, Signal::Term])?);
         Ok(())
@@ -182,17 +173,19 @@ impl Bound {
 
     /// Runs until a graceful shutdown completes: every connection closed, or the shutdown grace
     /// passed. Connection errors only close that connection.
-    pub fn run(self) -> io::Result<()> {
+    fn run(self) -> io::Result<()> {
         let executor = LocalExecutor::new();
         smol::block_on(executor.run(self.serve(&executor)))
     }
+}
 
+impl Bound {
     /// The owner task.
     async fn serve(self, executor: &LocalExecutor<'_>) -> io::Result<()> {
         let Bound {
             listener,
             server,
-            shutdown_grace,
+            mut grace,
             events,
             inbox,
             signals,
@@ -215,14 +208,10 @@ impl Bound {
         let mut timer = Timer::never();
         let mut armed: Option<Instant> = None;
         let mut grace_timer = Timer::never();
-        let mut grace_deadline: Option<Instant> = None;
-        let mut hard_stop = false;
 
         loop {
-            if let Some(deadline) = grace_deadline {
-                if hard_stop || owner.server.connection_count() == 0 || Instant::now() >= deadline {
-                    return Ok(());
-                }
+            if grace.is_over(Instant::now(), owner.server.connection_count()) {
+                return Ok(());
             }
             let next = owner.server.poll_timeout();
             if next != armed {
@@ -261,16 +250,14 @@ impl Bound {
                 owner.take_flushed(now);
                 match event {
                     Event::Shutdown { signal } => {
-                        if grace_deadline.is_some() {
-                            hard_stop |= signal;
-                        } else {
+                        if grace.begin(now, signal) {
                             // Stop accepting: the listener closes with its task.
                             if let Some(task) = acceptor.take() {
                                 task.cancel().await;
                             }
-                            let deadline = now + shutdown_grace;
-                            grace_deadline = Some(deadline);
-                            grace_timer.set_at(deadline);
+                            if let Some(deadline) = grace.deadline() {
+                                grace_timer.set_at(deadline);
+                            }
                             owner.server.handle_shutdown(now);
                             owner.settle();
                         }
@@ -320,7 +307,7 @@ impl Owner {
     fn take_flushed(&mut self, now: Instant) {
         let mut log = self.flushed.borrow_mut();
         for &(id, n) in log.iter() {
-            report_adapter_bug(self.server.handle_flushed(id, n, now));
+            parlor_os::report_adapter_bug(PROGRAM, self.server.handle_flushed(id, n, now));
         }
         log.clear();
     }
@@ -364,7 +351,7 @@ impl Owner {
             }
             Event::Accepted { .. } | Event::Shutdown { .. } => Ok(()),
         };
-        report_adapter_bug(result);
+        parlor_os::report_adapter_bug(PROGRAM, result);
         self.settle();
     }
 
@@ -381,37 +368,21 @@ impl Owner {
 
 /// Accepts connections until cancelled, pausing after errors instead of spinning.
 async fn accept_loop(listener: Async<TcpListener>, events: Sender<Event>) {
-    let mut failing = false;
+    let mut errors = AcceptErrors::new(PROGRAM);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                failing = false;
+                errors.succeeded();
                 // Responses are whole buffers written at once: coalescing only adds delay.
                 let _ = stream.get_ref().set_nodelay(true);
                 if events.send(Event::Accepted { stream, peer }).await.is_err() {
                     return;
                 }
             }
-            // The peer gave up before we got to it, or a signal: try the next one.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::Interrupted
-                ) => {}
             Err(e) => {
-                // EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: the pending connection stays in
-                // the backlog, so retrying at once would spin. The others are served meanwhile.
-                if !failing {
-                    eprintln!(
-                        "parlor-smol: accept failed: {e}; pausing accepts for {} ms at a time \
-                         until one succeeds",
-                        ACCEPT_PAUSE.as_millis()
-                    );
-                    failing = true;
+                if errors.failed(&e) == AcceptFailure::Pause {
+                    Timer::after(ACCEPT_PAUSE).await;
                 }
-                Timer::after(ACCEPT_PAUSE).await;
             }
         }
     }
@@ -432,8 +403,8 @@ async fn signal_loop(mut signals: async_signal::Signals, events: Sender<Event>) 
 /// (bytes in order, flags), so a held connection's mailbox is a few words and never allocates.
 #[derive(Default)]
 struct Mailbox {
-    /// Bytes to write, oldest first; the front one may be partly written already.
-    queue: VecDeque<Bytes>,
+    /// Bytes to write.
+    queue: WriteQueue,
     /// `Output::Close`: close once `queue` is written.
     close: bool,
     /// `Output::Abort`: close now.
@@ -448,11 +419,7 @@ impl Mailbox {
     /// Takes one output of the core for this connection and wakes its task.
     fn deliver(&mut self, output: Output) {
         match output {
-            Output::Send { data, .. } => {
-                if !data.is_empty() {
-                    self.queue.push_back(data);
-                }
-            }
+            Output::Send { data, .. } => self.queue.push(data),
             Output::Close { .. } => self.close = true,
             Output::Abort { .. } => self.abort = true,
             Output::PauseRead { .. } => self.paused = true,
@@ -502,41 +469,19 @@ fn poll_step(
     }
 
     // Write what is queued, one vectored write per burst, until done or the socket is full.
-    let mut written = 0;
-    while !m.queue.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let mut count = 0;
-        for (slot, data) in slices.iter_mut().zip(m.queue.iter()) {
-            *slot = IoSlice::new(data);
-            count += 1;
-        }
-        match Pin::new(&mut stream).poll_write_vectored(cx, &slices[..count]) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Step::Done),
-            Poll::Ready(Ok(mut n)) => {
-                written += n;
-                while n > 0 {
-                    let Some(front) = m.queue.front_mut() else {
-                        break;
-                    };
-                    if n >= front.len() {
-                        n -= front.len();
-                        m.queue.pop_front();
-                    } else {
-                        front.advance(n);
-                        n = 0;
-                    }
-                }
-            }
-            Poll::Pending => break,
-        }
-    }
+    let (written, outcome) =
+        m.queue.write_with(
+            |slices| match Pin::new(&mut stream).poll_write_vectored(cx, slices) {
+                Poll::Ready(result) => Some(result),
+                Poll::Pending => None,
+            },
+        );
     if written > 0 {
         // The core counts unsent bytes with this: the owner reads the log before its next input.
         flushed.borrow_mut().push((id, written));
-        if m.queue.is_empty() {
-            // A connection that waits (a held poll, again) keeps no buffer from its last answer.
-            m.queue = VecDeque::new();
-        }
+    }
+    if outcome == Flushed::Failed {
+        return Poll::Ready(Step::Done);
     }
 
     if m.close && m.queue.is_empty() && !io.write_shut {
@@ -708,52 +653,13 @@ thread_local! {
         RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice());
 }
 
-/// The core answers `Err` only for adapter bugs (a stale id): loud in debug builds, logged in
-/// release builds, never fatal to the other connections.
-fn report_adapter_bug(result: Result<(), parlor_core::Error>) {
-    if let Err(e) = result {
-        debug_assert!(false, "parlor-smol: adapter bug: {e}");
-        eprintln!("parlor-smol: adapter bug: {e}");
-    }
-}
-
 /// The server running in a thread of its own: what tests and embedders start.
 pub type Runner = parlor_os::Runner<Bound>;
 
-pub use parlor_os::raise_nofile_limit;
-
-/// The whole `parlor-smol` program (see [`parlor_os::main_entry`]): returns the exit code.
-pub fn main_entry(program: &str, args: impl IntoIterator<Item = String>) -> i32 {
-    parlor_os::main_entry::<Bound>(program, args)
-}
-
-impl parlor_os::Serve for Bound {
-    type Stop = StopHandle;
-    fn bind(cli: Cli) -> io::Result<Self> {
-        Bound::bind(cli)
-    }
-    fn local_addr(&self) -> SocketAddr {
-        Bound::local_addr(self)
-    }
-    fn stop_handle(&self) -> StopHandle {
-        Bound::stop_handle(self)
-    }
-    fn handle_signals(&mut self) -> io::Result<()> {
-        Bound::handle_signals(self)
-    }
-    fn run(self) -> io::Result<()> {
-        Bound::run(self)
-    }
-}
-
-impl parlor_os::Stop for StopHandle {
-    fn stop(&self) {
-        StopHandle::stop(self)
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::io::Write;
 
     /// What a held poll costs beside the socket's registration and the core's slot: its task

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{metric, publish, start, wait_held, PATIENCE};
+use parlor_os::Stop;
 use parlor_tests::{eventually, Client};
 
 #[test]
@@ -200,7 +201,7 @@ fn graceful_stop_answers_held_polls_and_closes_the_listener() {
 #[test]
 fn one_publish_reaches_a_thousand_held_polls() {
     const N: usize = 1000;
-    let _ = parlor_smol::raise_nofile_limit(); // 2 descriptors per connection in this process
+    let _ = parlor_os::raise_nofile_limit(); // 2 descriptors per connection in this process
     let server = start(&[]);
     let addr = server.local_addr();
     let mut subs: Vec<Client> = (0..N)
