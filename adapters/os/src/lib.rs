@@ -35,6 +35,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod accept;
 mod cli;
 mod start;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod write_queue;
 
 pub use accept::{AcceptErrors, AcceptFailure, ACCEPT_PAUSE};

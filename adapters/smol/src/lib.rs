@@ -23,8 +23,10 @@
 //!   (`Output::Send`, in order, one vectored write per burst), and logs every write for the
 //!   owner, who reports it ([`Server::handle_flushed`]) before its next input to the core: that
 //!   is how the core tracks unsent bytes and cuts off a client that stopped reading
-//!   (`Output::Abort` drops the socket at once). `Output::PauseRead` stops
-//!   reading until `Output::ResumeRead`. When the socket is gone it sends `Event::Closed`, its
+//!   (`Output::Abort` drops the socket at once). A task reads again only once the owner has
+//!   handed its last `Event::Data` to the core, so `Output::PauseRead` (which stops reading
+//!   until `Output::ResumeRead`) takes effect within one read buffer of the pipeline cap, as in
+//!   `parlor-mio`. When the socket is gone it sends `Event::Closed`, its
 //!   last event, and the owner calls [`Server::handle_closed`].
 //! * **Signals** (the binary only): SIGINT or SIGTERM becomes `Event::Shutdown`.
 //!
@@ -75,10 +77,9 @@ use smol::stream::StreamExt;
 use smol::{Async, LocalExecutor, Timer};
 
 const PROGRAM: &str = "parlor-smol";
-/// Capacity of the channel from the connection tasks to the owner. When it is full, each
-/// connection task waits with its one event in hand and reads nothing more, so bytes read but not
-/// yet handled stay below (this + connections) x [`READ_BUFFER_BYTES`], and in practice far
-/// below: one read takes what the kernel had buffered for that socket.
+/// Capacity of the channel from the connection tasks to the owner. A connection has at most one
+/// `Event::Data` that the core has not seen (in the channel, or in hand when the channel is
+/// full), so bytes read but not yet handled stay below connections x [`READ_BUFFER_BYTES`].
 const EVENT_CAPACITY: usize = 256;
 /// Events the owner handles in a row before it checks its timers.
 const EVENTS_PER_TURN: u32 = 256;
@@ -341,7 +342,15 @@ impl Owner {
 
     fn handle(&mut self, event: Event, now: Instant) {
         let result = match event {
-            Event::Data(id, data) => self.server.handle_data(id, &data, now),
+            Event::Data(id, data) => {
+                let result = self.server.handle_data(id, &data, now);
+                // The core has seen these bytes (and paused reading if they passed the pipeline
+                // cap, in the outputs settled below): the task may read again.
+                if let Some(mailbox) = self.mailboxes.get(id.0).and_then(Option::as_ref) {
+                    mailbox.borrow_mut().data_taken();
+                }
+                result
+            }
             Event::Eof(id) => self.server.handle_eof(id, now),
             Event::Closed(id) => {
                 if let Some(slot) = self.mailboxes.get_mut(id.0) {
@@ -411,6 +420,10 @@ struct Mailbox {
     abort: bool,
     /// `Output::PauseRead` (until `Output::ResumeRead`).
     paused: bool,
+    /// The task has reported bytes the owner has not handed to the core yet: it reads no more
+    /// until then, so the core decides on every read before the next (a paused connection
+    /// holds at most one read buffer past `--max-pipeline-bytes`, as with `parlor-mio`).
+    data_in_flight: bool,
     /// The connection task, waiting for something to do.
     waker: Option<Waker>,
 }
@@ -425,6 +438,16 @@ impl Mailbox {
             Output::PauseRead { .. } => self.paused = true,
             Output::ResumeRead { .. } => self.paused = false,
         }
+        self.wake();
+    }
+
+    /// The owner handed the last `Event::Data` to the core: the task may read again.
+    fn data_taken(&mut self) {
+        self.data_in_flight = false;
+        self.wake();
+    }
+
+    fn wake(&mut self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
@@ -498,7 +521,7 @@ fn poll_step(
 
     // Read while not paused (and always after Close, to discard until the peer's FIN).
     let mut discarded = 0;
-    while !io.eof && (!m.paused || m.close) {
+    while !io.eof && ((!m.paused && !m.data_in_flight) || m.close) {
         if !io.may_read {
             match io.stream.poll_readable(cx) {
                 Poll::Ready(Ok(())) => io.may_read = true,
@@ -522,6 +545,7 @@ fn poll_step(
                 }
             }
             Poll::Ready(Ok(Some(data))) if !data.is_empty() => {
+                m.data_in_flight = true;
                 return Poll::Ready(Step::Report(Event::Data(id, data)));
             }
             // After Close the core is done with this connection: discard, a bounded amount per
@@ -718,6 +742,8 @@ mod tests {
                 Ok(Event::Data(got, data)) => assert_eq!((got, &data[..]), (id, &b"hello"[..])),
                 other => panic!("expected the data, got {other:?}"),
             }
+            // The owner hands the data to the core; only then does the task read on.
+            mailbox.borrow_mut().data_taken();
             assert!(matches!(inbox.recv().await, Ok(Event::Eof(got)) if got == id));
 
             // The answer is written and logged, then the connection closes.
