@@ -69,7 +69,16 @@ impl EventLoop {
             let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
                 return;
             };
-            if c.eof || (c.paused && !c.closing) {
+            if c.eof {
+                return;
+            }
+            if c.paused && !c.closing {
+                // Not reading, but still watching: a reset (any socket error) frees the slot
+                // now rather than at the connection's next deadline.
+                if !matches!(c.stream.take_error(), Ok(None)) {
+                    self.drop_conn(id, now);
+                    self.settle(now);
+                }
                 return;
             }
             match c.stream.read(&mut self.buf) {

@@ -12,7 +12,8 @@
 //!    every read and write simply runs until the socket says `WouldBlock`.
 //! 3. After **every** input to the core, drain [`Server::poll_output`] and carry each output
 //!    out: queue bytes (written with one vectored write per burst), close after flushing, close
-//!    now, pause or resume reading. Then flush the connections that got bytes and tell the core
+//!    now, pause or resume reading (a paused socket's events are still looked at: an error such
+//!    as a reset closes it at once). Then flush the connections that got bytes and tell the core
 //!    what reached the socket ([`Server::handle_flushed`]), which is how it enforces the cap on
 //!    unsent bytes of a client that stopped reading.
 //! 4. Call [`Server::handle_timeout`] once its deadline has passed.

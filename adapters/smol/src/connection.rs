@@ -7,15 +7,19 @@ use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use parlor_core::{ConnId, Output};
 use parlor_os::{Flushed, WriteQueue, READ_BUFFER_BYTES};
 use smol::channel::{Sender, TrySendError};
 use smol::io::{AsyncRead, AsyncWrite};
-use smol::Async;
+use smol::stream::Stream;
+use smol::{Async, Timer};
 
 use crate::{Event, FlushLog};
 
+/// How often a connection whose reading is paused is checked for a reset.
+const WATCH_PAUSED: Duration = Duration::from_millis(100);
 /// Reads discarded in one turn of a closing connection before the others get theirs.
 const DISCARDS_PER_TURN: u32 = 4;
 /// Events a connection task reports in a row before it yields to the other tasks.
@@ -82,6 +86,9 @@ struct ConnIo {
     /// Everything was written after `Close` and our sending side is shut down: reading only to
     /// see the peer close.
     write_shut: bool,
+    /// While reading is paused: the timer on which the socket is checked for a reset (allocated
+    /// only then).
+    watch: Option<Box<Timer>>,
 }
 
 /// What a connection task does next.
@@ -181,10 +188,41 @@ fn poll_step(
     if io.write_shut && io.eof {
         return Poll::Ready(Step::Done);
     }
+    if m.paused && !m.close && !io.eof {
+        if watch_paused(io, cx) {
+            return Poll::Ready(Step::Done);
+        }
+    } else {
+        io.watch = None;
+    }
     if !m.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
         m.waker = Some(cx.waker().clone());
     }
     Poll::Pending
+}
+
+/// Watches a connection whose reading is paused: `true` once its socket has an error (a reset
+/// above all), so the slot is freed now rather than at the connection's next deadline.
+/// Readiness cannot be waited on here (the unread bytes behind the pause make it fire at once,
+/// again and again), so the error is checked every [`WATCH_PAUSED`] instead.
+fn watch_paused(io: &mut ConnIo, cx: &mut Context<'_>) -> bool {
+    if has_error(&io.stream) {
+        return true;
+    }
+    let watch = io
+        .watch
+        .get_or_insert_with(|| Box::new(Timer::interval(WATCH_PAUSED)));
+    while let Poll::Ready(Some(_)) = Pin::new(&mut **watch).poll_next(cx) {
+        if has_error(&io.stream) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the socket has a pending error (`SO_ERROR`), e.g. `ECONNRESET` after a reset.
+fn has_error(stream: &Async<TcpStream>) -> bool {
+    !matches!(stream.get_ref().take_error(), Ok(None))
 }
 
 /// One connection task: reads what arrives, writes what the owner routes here, closes when told.
@@ -221,6 +259,7 @@ impl Connection {
                 eof: false,
                 may_read: true,
                 write_shut: false,
+                watch: None,
             }),
             mailbox,
             flushed,

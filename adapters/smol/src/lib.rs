@@ -26,7 +26,8 @@
 //!   (`Output::Abort` drops the socket at once). A task reads again only once the owner has
 //!   handed its last `Event::Data` to the core, so `Output::PauseRead` (which stops reading
 //!   until `Output::ResumeRead`) takes effect within one read buffer of the pipeline cap, as in
-//!   `parlor-mio`. When the socket is gone it sends `Event::Closed`, its
+//!   `parlor-mio`. A paused socket is still checked for a reset (every 100 ms), which frees
+//!   its slot. When the socket is gone it sends `Event::Closed`, its
 //!   last event, and the owner calls [`Server::handle_closed`].
 //! * **Signals** (the binary only): SIGINT or SIGTERM becomes `Event::Shutdown`.
 //!

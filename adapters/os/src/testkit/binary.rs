@@ -24,6 +24,7 @@ macro_rules! binary_tests {
             an_address_in_use_is_an_error_not_a_panic,
             running_out_of_descriptors_pauses_accepting_only,
             a_paused_connection_costs_about_its_pipeline_cap,
+            a_reset_frees_a_paused_connection_at_once,
         );
     };
     (@each $bin:expr, $program:expr; $($name:ident),* $(,)?) => {
@@ -393,4 +394,28 @@ pub fn a_paused_connection_costs_about_its_pipeline_cap(bin: Bin) {
         // loopback scenario's business).
         assert_eq!(c.read_response().status, 200);
     }
+}
+
+/// A client resets a connection whose reading is paused (a held poll with more than
+/// `--max-pipeline-bytes` pipelined behind it): the server notices at once and frees its slot,
+/// instead of at the 60 s poll timeout.
+pub fn a_reset_frees_a_paused_connection_at_once(bin: Bin) {
+    let server = bin.start(&["--poll-timeout", "60s", "--max-pipeline-bytes", "1024"]);
+    let addr = server.addr;
+    let mut c = Client::connect(addr);
+    // An answer this client never reads (so closing the socket sends a reset, not a FIN), the
+    // held poll, and 120 KiB behind it.
+    let mut bytes =
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /subscribe?room=reset HTTP/1.1\r\nHost: t\r\n\r\n"
+            .to_vec();
+    bytes.extend(padded_healthz(8));
+    c.send(&bytes);
+    eventually(PATIENCE, "the held poll", || {
+        (server.held_polls() == 1).then_some(())
+    });
+    drop(c);
+    eventually(PATIENCE, "the reset connection to be freed", || {
+        let open = super::metric(addr, "parlor_connections"); // counts this request's own
+        (open == 1 && server.held_polls() == 0).then_some(())
+    });
 }
