@@ -2,7 +2,7 @@
 //!
 //! Parlor's first server: one thread, one [`mio::Poll`], and [`parlor_core::Server`] doing all
 //! the thinking. This crate only moves bytes and time: it owns the sockets, one reused read
-//! buffer, a write queue of [`Bytes`] per connection, the clock and the signals.
+//! buffer, a write queue ([`parlor_os::WriteQueue`]) per connection, the clock and the signals.
 //!
 //! ## The loop ([`EventLoop::run`])
 //! 1. Wait in `Poll::poll` until I/O readiness, the core's next deadline
