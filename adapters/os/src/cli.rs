@@ -8,6 +8,8 @@
 //! flag overrides the earlier one, except `--allow-origin`, which adds to the list (its variable
 //! takes a comma-separated list).
 //!
+//! `--help` (or `-h`) anywhere on the line wins over everything else, errors included.
+//!
 //! Values keep the syntax the binaries always had: a count is plain digits (no sign), a
 //! duration is `250ms`, `25s`, `2m` or a plain number of seconds, an address is `IP:port`. The
 //! defaults shown by `--help` are taken from [`Config::default`], so they cannot drift from it;
@@ -94,7 +96,6 @@ const ADDR: &str = "an address (try 127.0.0.1:8080 or [::1]:8080)";
 /// [`command`] sets them from [`Cli::defaults`].
 #[derive(Parser, Debug)]
 #[command(
-    about = "A long-polling chat server (Parlor).",
     version,
     args_override_self = true,
     after_help = "DUR is 250ms, 25s, 2m, or a plain number of seconds. N is a whole number.\n\
@@ -204,7 +205,8 @@ fn command(program: &str, default_max_connections: usize) -> clap::Command {
     ];
     let mut cmd = Flags::command()
         .name(program.to_owned())
-        .bin_name(program.to_owned());
+        .bin_name(program.to_owned())
+        .about(format!("{program}: a long-polling chat server (Parlor)"));
     for (id, value) in defaults {
         cmd = cmd.mut_arg(id, |arg: Arg| arg.required(false).default_value(value));
     }
@@ -222,8 +224,15 @@ pub fn parse_args(
     args: impl IntoIterator<Item = String>,
     default_max_connections: usize,
 ) -> Result<CliOutcome, CliError> {
+    let args: Vec<String> = args.into_iter().collect();
+    let mut cmd = command(program, default_max_connections);
+    // `--help` anywhere wins over everything else, errors included, as it always did (clap
+    // would stop at the first error).
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        return Ok(CliOutcome::Print(cmd.render_help().to_string()));
+    }
     let argv = std::iter::once(program.to_owned()).chain(args);
-    let matches = match command(program, default_max_connections).try_get_matches_from(argv) {
+    let matches = match cmd.try_get_matches_from(argv) {
         Ok(matches) => matches,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             return Ok(CliOutcome::Print(e.render().to_string()));
@@ -510,6 +519,12 @@ mod tests {
             };
             run(&[&flag, value]).unwrap_or_else(|e| panic!("{flag}: {e}"));
         }
+    }
+
+    #[test]
+    fn help_wins_even_after_errors() {
+        let help = print(&["--help"]);
+        assert_eq!(print(&["--bogus", "--poll-timeout=x", "-h"]), help);
     }
 
     #[test]
