@@ -111,8 +111,9 @@
 //! * `http/`: the incremental HTTP/1.1 request reader (`request.rs`: RFC 9112 framing and the
 //!   [`Limits`]; `head.rs`, `chunked.rs`), and encoding responses into `Bytes` with the cache of
 //!   constant responses (`response.rs`). Private: an embedder sees HTTP only as bytes.
-//! * [`config`]: every limit and timeout, their defaults, validation, and the command line
-//!   both server binaries share.
+//! * [`config`]: every limit and timeout, their defaults and validation (the command line of
+//!   the binaries is in `parlor-os`).
+//! * [`broker`]: the contract with a shared message log (Redis, in `parlor-os`), as plain data.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

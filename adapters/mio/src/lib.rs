@@ -2,7 +2,7 @@
 //!
 //! Parlor's first server: one thread, one [`mio::Poll`], and [`parlor_core::Server`] doing all
 //! the thinking. This crate only moves bytes and time: it owns the sockets, one reused read
-//! buffer, a write queue of [`Bytes`] per connection, the clock and the signals.
+//! buffer, a write queue ([`parlor_os::WriteQueue`]) per connection, the clock and the signals.
 //!
 //! ## The loop ([`EventLoop::run`])
 //! 1. Wait in `Poll::poll` until I/O readiness, the core's next deadline
@@ -12,7 +12,8 @@
 //!    every read and write simply runs until the socket says `WouldBlock`.
 //! 3. After **every** input to the core, drain [`Server::poll_output`] and carry each output
 //!    out: queue bytes (written with one vectored write per burst), close after flushing, close
-//!    now, pause or resume reading. Then flush the connections that got bytes and tell the core
+//!    now, pause or resume reading (a paused socket's events are still looked at: an error such
+//!    as a reset closes it at once). Then flush the connections that got bytes and tell the core
 //!    what reached the socket ([`Server::handle_flushed`]), which is how it enforces the cap on
 //!    unsent bytes of a client that stopped reading.
 //! 4. Call [`Server::handle_timeout`] once its deadline has passed.
@@ -29,58 +30,44 @@
 //!
 //! Accept errors never stop the loop: running out of file descriptors or memory (`EMFILE`,
 //! `ENFILE`, `ENOBUFS`, `ENOMEM`, or anything unexpected) pauses accepting for
-//! [`ACCEPT_PAUSE`] while existing connections keep being served.
+//! [`ACCEPT_PAUSE`] while existing connections keep being served ([`AcceptErrors`]). What both
+//! adapters share (the write queue, the accept policy, the program's `main`, the runner) is in
+//! `parlor-os`; this crate is the event loop: `lib.rs` the loop, signals, shutdown and accepts,
+//! `conn.rs` a connection's reads, writes, outputs and close.
 //!
 //! ## Use
-//! The binary is `parlor-mio` ([`main_entry`]). Tests and embedders start the same loop in a
-//! thread with [`Runner::start`] (port 0 is fine; [`Runner::local_addr`] has the real one) and
-//! stop it with [`Runner::shutdown`], which performs the same graceful shutdown as SIGTERM.
+//! The binary is `parlor-mio` ([`parlor_os::main_entry`]). Tests and embedders start the same
+//! loop in a thread with [`Runner::start`] (port 0 is fine; [`Runner::local_addr`] has the real
+//! one) and stop it with [`Runner::shutdown`], which performs the same graceful shutdown as
+//! SIGTERM.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
-use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use parlor_core::config::Cli;
-use parlor_core::{ConnId, Output, Server};
+use parlor_core::{ConnId, Server};
+use parlor_os::{
+    AcceptErrors, AcceptFailure, Cli, Grace, Listening, Serve, ACCEPT_PAUSE, READ_BUFFER_BYTES,
+};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 
-/// Size of the one read buffer the whole loop shares.
-pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Reads one connection may do per wake-up before the others get their turn.
 pub const READS_PER_WAKE: usize = 4;
 /// Connections accepted per wake-up before the existing ones get their turn.
 pub const ACCEPTS_PER_WAKE: usize = 256;
-/// How long accepting pauses after an accept error such as `EMFILE`.
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Most buffers handed to one vectored write.
-const MAX_IOVECS: usize = 64;
+mod conn;
 
-/// One socket and what is queued for it.
-struct Conn {
-    stream: TcpStream,
-    /// Bytes not yet written, oldest first; the front one may be partly written already.
-    queue: VecDeque<Bytes>,
-    /// Whether the registration currently includes `WRITABLE` (only while `queue` is not empty).
-    writable_interest: bool,
-    /// The core asked to stop reading (`PauseRead`).
-    paused: bool,
-    /// A read returned 0: the peer will send nothing more.
-    eof: bool,
-    /// The core said `Close`: close once `queue` is written.
-    closing: bool,
-    /// `queue` was written after `Close`, and our sending side is shut down: reading only to see
-    /// the peer close.
-    write_shut: bool,
-}
+use conn::Conn;
+
+const PROGRAM: &str = "parlor-mio";
 
 /// Stops a running [`EventLoop`] from another thread, gracefully (like SIGTERM).
 #[derive(Clone, Debug)]
@@ -89,10 +76,10 @@ pub struct StopHandle {
     waker: Arc<Waker>,
 }
 
-impl StopHandle {
+impl parlor_os::Stop for StopHandle {
     /// Asks the loop to shut down gracefully; it returns from [`EventLoop::run`] once its
     /// connections are closed or the shutdown grace has passed.
-    pub fn stop(&self) {
+    fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
         if let Err(e) = self.waker.wake() {
             eprintln!("parlor-mio: cannot wake the event loop: {e}");
@@ -118,50 +105,38 @@ pub struct EventLoop {
     accept_pending: bool,
     /// Accepting is paused until then (after `EMFILE` and friends).
     accept_paused_until: Option<Instant>,
-    /// An accept error was logged and no accept has succeeded since: log the next one only
-    /// once accepting works again, so running out of descriptors logs once, not ten times a
-    /// second.
-    accept_error_logged: bool,
-    shutdown_grace: Duration,
-    /// Set when a graceful shutdown starts: the loop ends at this time at the latest.
-    grace_deadline: Option<Instant>,
-    /// A second signal during shutdown ends the loop at once.
-    hard_stop: bool,
+    accept_errors: AcceptErrors,
+    /// The graceful shutdown: the loop ends at its deadline at the latest.
+    grace: Grace,
     stop: StopHandle,
     signals: Option<UnixStream>,
 }
 
-impl EventLoop {
+impl Serve for EventLoop {
+    type Stop = StopHandle;
+
     /// Binds the listener of `cli` and builds the core. Nothing is accepted before
     /// [`run`](EventLoop::run).
-    pub fn bind(cli: Cli) -> io::Result<EventLoop> {
-        let Cli {
-            listen,
-            config,
-            shutdown_grace,
-        } = cli;
+    fn bind(cli: Cli) -> io::Result<EventLoop> {
+        let start = Listening::bind(cli)?;
         let poll = Poll::new()?;
-        let mut listener = TcpListener::from_std(parlor_os::bind_listener(listen)?);
-        let local_addr = listener.local_addr()?;
+        let mut listener = TcpListener::from_std(start.listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let epoch_ms = parlor_os::epoch_ms();
         Ok(EventLoop {
             poll,
             listener: Some(listener),
-            local_addr,
-            server: Server::new(config, epoch_ms, Instant::now()),
+            local_addr: start.local_addr,
+            server: start.server,
             conns: Vec::new(),
             buf: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
             dirty: Vec::new(),
             pending_read: VecDeque::new(),
             accept_pending: false,
             accept_paused_until: None,
-            accept_error_logged: false,
-            shutdown_grace,
-            grace_deadline: None,
-            hard_stop: false,
+            accept_errors: AcceptErrors::new(PROGRAM),
+            grace: start.grace,
             stop: StopHandle {
                 flag: Arc::new(AtomicBool::new(false)),
                 waker,
@@ -171,12 +146,12 @@ impl EventLoop {
     }
 
     /// The address the listener is bound to (the real port when asked for port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// A handle that stops the loop gracefully from another thread.
-    pub fn stop_handle(&self) -> StopHandle {
+    fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
     }
 
@@ -184,7 +159,7 @@ impl EventLoop {
     ///
     /// The handlers only write a byte to a socket pair whose other end this loop polls
     /// (signal-hook's self-pipe), so all the work happens in the loop, not in the handler.
-    pub fn handle_signals(&mut self) -> io::Result<()> {
+    fn handle_signals(&mut self) -> io::Result<()> {
         let (read, write) = std::os::unix::net::UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
@@ -201,14 +176,12 @@ impl EventLoop {
 
     /// Runs until a graceful shutdown completes: every connection closed, or the shutdown grace
     /// passed. Errors are those of the poll itself; connection errors only close that connection.
-    pub fn run(mut self) -> io::Result<()> {
+    fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            if let Some(deadline) = self.grace_deadline {
-                if self.hard_stop || self.server.connection_count() == 0 || now >= deadline {
-                    return Ok(());
-                }
+            if self.grace.is_over(now, self.server.connection_count()) {
+                return Ok(());
             }
             let timeout = if self.accept_pending || !self.pending_read.is_empty() {
                 Some(Duration::ZERO)
@@ -216,7 +189,7 @@ impl EventLoop {
                 [
                     self.server.poll_timeout(),
                     self.accept_paused_until,
-                    self.grace_deadline,
+                    self.grace.deadline(),
                 ]
                 .into_iter()
                 .flatten()
@@ -250,7 +223,7 @@ impl EventLoop {
                     LISTENER => self.accept(now),
                     WAKER => {
                         if self.stop.flag.load(Ordering::SeqCst) {
-                            self.begin_shutdown(now);
+                            self.begin_shutdown(now, false);
                         }
                     }
                     SIGNALS => self.on_signal(now),
@@ -273,7 +246,9 @@ impl EventLoop {
             }
         }
     }
+}
 
+impl EventLoop {
     fn on_signal(&mut self, now: Instant) {
         let mut got = 0;
         if let Some(signals) = self.signals.as_mut() {
@@ -290,15 +265,15 @@ impl EventLoop {
         if got == 0 {
             return; // spurious
         }
-        if self.grace_deadline.is_some() || got > 1 {
-            self.hard_stop = true;
+        if got > 1 {
+            self.grace.stop_now();
         }
-        self.begin_shutdown(now);
+        self.begin_shutdown(now, true);
     }
 
     /// Stops accepting and lets the core answer held polls and close idle connections.
-    fn begin_shutdown(&mut self, now: Instant) {
-        if self.grace_deadline.is_some() {
+    fn begin_shutdown(&mut self, now: Instant, signal: bool) {
+        if !self.grace.begin(now, signal) {
             return;
         }
         if let Some(mut listener) = self.listener.take() {
@@ -306,7 +281,6 @@ impl EventLoop {
         }
         self.accept_pending = false;
         self.accept_paused_until = None;
-        self.grace_deadline = Some(now + self.shutdown_grace);
         self.server.handle_shutdown(now);
         self.settle(now);
     }
@@ -322,314 +296,21 @@ impl EventLoop {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    self.accept_error_logged = false;
+                    self.accept_errors.succeeded();
                     self.add_conn(stream, peer, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // The peer gave up before we got to it, or a signal: try the next one.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
-                            | io::ErrorKind::Interrupted
-                    ) => {}
                 Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: the pending connection stays in
-                    // the backlog, so retrying at once would spin. Serve the others meanwhile.
-                    if !self.accept_error_logged {
-                        self.accept_error_logged = true;
-                        eprintln!(
-                            "parlor-mio: accept failed: {e}; pausing accepts for {} ms at a \
-                             time until it succeeds (existing connections are still served)",
-                            ACCEPT_PAUSE.as_millis()
-                        );
+                    if self.accept_errors.failed(&e) == AcceptFailure::Pause {
+                        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                        return;
                     }
-                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-                    return;
                 }
             }
         }
         self.accept_pending = true;
     }
-
-    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
-        // Responses are whole buffers written at once: waiting to coalesce them only adds delay.
-        let _ = stream.set_nodelay(true);
-        let id = self.server.handle_accept(peer.ip(), now);
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(id.0), Interest::READABLE)
-        {
-            eprintln!("parlor-mio: cannot register a connection: {e}");
-            drop(stream);
-            self.report_closed(id, now);
-            self.settle(now);
-            return;
-        }
-        if self.conns.len() <= id.0 {
-            self.conns.resize_with(id.0 + 1, || None);
-        }
-        debug_assert!(self.conns[id.0].is_none(), "the core reused a live id");
-        self.conns[id.0] = Some(Conn {
-            stream,
-            queue: VecDeque::new(),
-            writable_interest: false,
-            paused: false,
-            eof: false,
-            closing: false,
-            write_shut: false,
-        });
-        // Over the connection cap the core has a 503 and a Close ready.
-        self.settle(now);
-    }
-
-    /// Reads from `id` until `WouldBlock`, its budget runs out, or it is paused or gone.
-    fn read(&mut self, id: ConnId, now: Instant) {
-        for _ in 0..READS_PER_WAKE {
-            let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
-                return;
-            };
-            if c.eof || (c.paused && !c.closing) {
-                return;
-            }
-            match c.stream.read(&mut self.buf) {
-                Ok(0) => {
-                    c.eof = true;
-                    if c.write_shut {
-                        // Both directions are done.
-                        self.drop_conn(id, now);
-                    } else if !c.closing {
-                        report_adapter_bug(self.server.handle_eof(id, now));
-                    }
-                    // Else: the close is waiting for its bytes to be written.
-                    self.settle(now);
-                    return;
-                }
-                Ok(n) => {
-                    if !c.closing {
-                        let data = &self.buf[..n];
-                        let result = self.server.handle_data(id, data, now);
-                        report_adapter_bug(result);
-                        self.settle(now);
-                    }
-                    // Else: the core is done with this connection; discard.
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.drop_conn(id, now);
-                    self.settle(now);
-                    return;
-                }
-            }
-        }
-        self.pending_read.push_back(id);
-    }
-
-    /// Drains the core's outputs and writes what they queued, until neither has more to do.
-    fn settle(&mut self, now: Instant) {
-        loop {
-            while let Some(output) = self.server.poll_output() {
-                self.carry_out(output, now);
-            }
-            if self.dirty.is_empty() {
-                return;
-            }
-            let dirty = std::mem::take(&mut self.dirty);
-            for &id in &dirty {
-                self.flush(id, now);
-            }
-            // Keep the allocation for the next turn.
-            if self.dirty.is_empty() {
-                self.dirty = dirty;
-                self.dirty.clear();
-            }
-        }
-    }
-
-    fn carry_out(&mut self, output: Output, now: Instant) {
-        let (Output::Send { conn, .. }
-        | Output::Close { conn }
-        | Output::Abort { conn }
-        | Output::PauseRead { conn }
-        | Output::ResumeRead { conn }) = &output;
-        let id = *conn;
-        let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
-            // Already dropped after a socket error and reported closed: nothing to do.
-            return;
-        };
-        match output {
-            Output::Send { data, .. } => {
-                if !data.is_empty() && !c.write_shut {
-                    if c.queue.is_empty() {
-                        self.dirty.push(id);
-                    }
-                    c.queue.push_back(data);
-                }
-            }
-            Output::Close { .. } => {
-                if !c.closing {
-                    c.closing = true;
-                    self.dirty.push(id);
-                }
-            }
-            Output::Abort { .. } => self.drop_conn(id, now),
-            Output::PauseRead { .. } => c.paused = true,
-            Output::ResumeRead { .. } => {
-                if c.paused {
-                    c.paused = false;
-                    // Edge-triggered: bytes that arrived while paused raise no new event.
-                    self.pending_read.push_back(id);
-                }
-            }
-        }
-    }
-
-    /// Writes what is queued for `id` until `WouldBlock`, reports it to the core, carries out a
-    /// pending close, and keeps `WRITABLE` interest exactly while bytes remain.
-    fn flush(&mut self, id: ConnId, now: Instant) {
-        let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
-            return;
-        };
-        let mut written = 0;
-        let mut failed = false;
-        while !c.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, data) in slices.iter_mut().zip(c.queue.iter()) {
-                *slot = IoSlice::new(data);
-                count += 1;
-            }
-            match c.stream.write_vectored(&slices[..count]) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(mut n) => {
-                    written += n;
-                    while n > 0 {
-                        let Some(front) = c.queue.front_mut() else {
-                            break;
-                        };
-                        if n >= front.len() {
-                            n -= front.len();
-                            c.queue.pop_front();
-                        } else {
-                            front.advance(n);
-                            n = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if written > 0 {
-            report_adapter_bug(self.server.handle_flushed(id, written, now));
-        }
-        if failed {
-            self.drop_conn(id, now);
-            return;
-        }
-        let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
-            return;
-        };
-        if c.queue.is_empty() && c.closing && !c.write_shut {
-            if c.eof {
-                // The peer already closed its side: nothing left to wait for.
-                self.drop_conn(id, now);
-                return;
-            }
-            // Send FIN, then wait for the peer's (reading and discarding what it still sends),
-            // so unread bytes do not make the kernel reset the connection under the response.
-            c.write_shut = true;
-            if c.stream.shutdown(Shutdown::Write).is_err() {
-                self.drop_conn(id, now);
-                return;
-            }
-            self.pending_read.push_back(id);
-        }
-        let want = !c.queue.is_empty();
-        if want != c.writable_interest {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut c.stream, Token(id.0), interest)
-                .is_err()
-            {
-                self.drop_conn(id, now);
-                return;
-            }
-            c.writable_interest = want;
-        }
-    }
-
-    /// Closes the socket now and tells the core. Queued outputs for `id` are ignored after this.
-    fn drop_conn(&mut self, id: ConnId, now: Instant) {
-        let Some(mut c) = self.conns.get_mut(id.0).and_then(Option::take) else {
-            return;
-        };
-        let _ = self.poll.registry().deregister(&mut c.stream);
-        drop(c);
-        self.report_closed(id, now);
-    }
-
-    fn report_closed(&mut self, id: ConnId, now: Instant) {
-        report_adapter_bug(self.server.handle_closed(id, now));
-    }
-}
-
-/// The core answers `Err` only for adapter bugs (a stale id): loud in debug builds, logged in
-/// release builds, never fatal to the other connections.
-fn report_adapter_bug(result: Result<(), parlor_core::Error>) {
-    if let Err(e) = result {
-        debug_assert!(false, "parlor-mio: adapter bug: {e}");
-        eprintln!("parlor-mio: adapter bug: {e}");
-    }
 }
 
 /// The event loop running in a thread of its own: what tests and embedders start.
 pub type Runner = parlor_os::Runner<EventLoop>;
-
-pub use parlor_os::raise_nofile_limit;
-
-/// The whole `parlor-mio` program (see [`parlor_os::main_entry`]): returns the exit code.
-pub fn main_entry(program: &str, args: impl IntoIterator<Item = String>) -> i32 {
-    parlor_os::main_entry::<EventLoop>(program, args)
-}
-
-impl parlor_os::Serve for EventLoop {
-    type Stop = StopHandle;
-    fn bind(cli: Cli) -> io::Result<Self> {
-        EventLoop::bind(cli)
-    }
-    fn local_addr(&self) -> SocketAddr {
-        EventLoop::local_addr(self)
-    }
-    fn stop_handle(&self) -> StopHandle {
-        EventLoop::stop_handle(self)
-    }
-    fn handle_signals(&mut self) -> io::Result<()> {
-        EventLoop::handle_signals(self)
-    }
-    fn run(self) -> io::Result<()> {
-        EventLoop::run(self)
-    }
-}
-
-impl parlor_os::Stop for StopHandle {
-    fn stop(&self) {
-        StopHandle::stop(self)
-    }
-}

@@ -1,8 +1,9 @@
 //! `parlor-mio`: the Parlor chat server on a single-threaded mio event loop.
-//! Everything is in the library ([`parlor_mio::main_entry`]), so tests can run the same loop.
+//! The program is [`parlor_os::main_entry`] around [`parlor_mio::EventLoop`], so tests can run
+//! the same loop in-process.
 
 fn main() {
-    std::process::exit(parlor_mio::main_entry(
+    std::process::exit(parlor_os::main_entry::<parlor_mio::EventLoop>(
         "parlor-mio",
         std::env::args().skip(1),
     ));

@@ -2,24 +2,62 @@
 //!
 //! What both Parlor servers need from the operating system and the process, written once:
 //! `parlor-core` holds everything the two adapters share that is not I/O (routing, responses,
-//! the flags and their validation); this crate holds the little that is I/O and would
-//! otherwise be copied into each adapter:
+//! the configuration and its validation); this crate holds the process around it, written once
+//! instead of in each adapter:
 //!
+//! * [`parse_args`] (`cli.rs`): the command line, flags and `PARLOR_*` environment variables,
+//!   `--help`, `--version`.
 //! * [`raise_nofile_limit`]: each connection is a file descriptor, so the soft open-file limit
 //!   is raised to the hard one at start, and the default connection cap follows from it
-//!   ([`parlor_core::config::default_max_connections`]).
+//!   ([`default_max_connections`]).
 //! * [`bind_listener`]: a non-blocking listener with a backlog deep enough for a burst of
 //!   subscribers reconnecting at once.
 //! * [`epoch_ms`]: the wall-clock start time the core needs for cursors and message times.
 //! * [`main_entry`] and [`Runner`]: the program (flags, `--help`, the start-up line, exit codes)
 //!   and the in-process runner tests use, for any adapter that implements [`Serve`].
+//! * [`WriteQueue`] (`write_queue.rs`): a connection's queue of `Bytes`, written with one
+//!   vectored write per burst.
+//! * [`AcceptErrors`] (`accept.rs`): which accept errors are retried at once and which pause
+//!   accepting for [`ACCEPT_PAUSE`], logged once per episode.
+//! * [`Listening`] and [`Grace`] (`start.rs`): the bound listener and core an adapter starts
+//!   from, and the graceful shutdown's end (empty, past the grace, or a second signal).
+//! * [`report_adapter_bug`] and the constants both event loops use ([`READ_BUFFER_BYTES`],
+//!   [`MAX_IOVECS`]).
+//!
+//! What is left in each adapter is its own event loop (`parlor-mio`) or its tasks
+//! (`parlor-smol`).
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parlor_core::config::{default_max_connections, parse_args, startup_line, Cli, CliOutcome};
+mod accept;
+mod cli;
+mod start;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+mod write_queue;
+
+pub use accept::{AcceptErrors, AcceptFailure, ACCEPT_PAUSE};
+pub use cli::{
+    default_max_connections, parse_args, startup_line, Cli, CliError, CliOutcome, DEFAULT_LISTEN,
+    DEFAULT_SHUTDOWN_GRACE, FD_RESERVE,
+};
+pub use start::{Grace, Listening};
+pub use write_queue::{Flushed, WriteQueue, MAX_IOVECS};
+
+/// Size of an adapter's read buffer (one per thread, shared by all its connections).
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The core answers `Err` only for adapter bugs (a stale id): loud in debug builds, logged on
+/// stderr with the `program` name in release builds, never fatal to the other connections.
+pub fn report_adapter_bug(program: &str, result: Result<(), parlor_core::Error>) {
+    if let Err(e) = result {
+        debug_assert!(false, "{program}: adapter bug: {e}");
+        eprintln!("{program}: adapter bug: {e}");
+    }
+}
 
 /// Listen backlog: bursts of thousands of connections (a page of subscribers reconnecting) must
 /// not overflow the accept queue. The kernel clamps it to `net.core.somaxconn`.
@@ -166,7 +204,7 @@ impl<S: Serve> Drop for Runner<S> {
 
 /// The whole server program: parses `args` (without the program name), raises the open-file
 /// limit, binds, prints the start-up line, serves until SIGINT/SIGTERM. Returns the process exit
-/// code: 0 after a clean shutdown or `--help`, 2 for a bad command line, 1 when the server
+/// code: 0 after a clean shutdown, `--help` or `--version`, 2 for a bad command line, 1 when the server
 /// cannot start or fails.
 pub fn main_entry<S: Serve>(program: &str, args: impl IntoIterator<Item = String>) -> i32 {
     let nofile = match raise_nofile_limit() {
@@ -178,7 +216,7 @@ pub fn main_entry<S: Serve>(program: &str, args: impl IntoIterator<Item = String
     };
     let cli = match parse_args(program, args, default_max_connections(nofile)) {
         Ok(CliOutcome::Run(cli)) => cli,
-        Ok(CliOutcome::Help(text)) => {
+        Ok(CliOutcome::Print(text)) => {
             print!("{text}");
             let _ = io::stdout().flush();
             return 0;

@@ -23,8 +23,11 @@
 //!   (`Output::Send`, in order, one vectored write per burst), and logs every write for the
 //!   owner, who reports it ([`Server::handle_flushed`]) before its next input to the core: that
 //!   is how the core tracks unsent bytes and cuts off a client that stopped reading
-//!   (`Output::Abort` drops the socket at once). `Output::PauseRead` stops
-//!   reading until `Output::ResumeRead`. When the socket is gone it sends `Event::Closed`, its
+//!   (`Output::Abort` drops the socket at once). A task reads again only once the owner has
+//!   handed its last `Event::Data` to the core, so `Output::PauseRead` (which stops reading
+//!   until `Output::ResumeRead`) takes effect within one read buffer of the pipeline cap, as in
+//!   `parlor-mio`. A paused socket is still checked for a reset (every 100 ms), which frees
+//!   its slot. When the socket is gone it sends `Event::Closed`, its
 //!   last event, and the owner calls [`Server::handle_closed`].
 //! * **Signals** (the binary only): SIGINT or SIGTERM becomes `Event::Shutdown`.
 //!
@@ -35,10 +38,14 @@
 //! core's cap on unsent bytes. (All tasks share one thread, so the mailbox is a `RefCell` behind
 //! an `Rc`: a general channel per connection would cost a held poll several hundred bytes more.)
 //!
+//! `lib.rs` holds the owner, the acceptor and the signals; `connection.rs` the connection task
+//! and its mailbox. What both adapters share (the write queue, the accept policy, the program's
+//! `main`, the runner) is in `parlor-os`.
+//!
 //! ## Memory per connection
 //! A held poll costs its socket's registration with the reactor, its task (a small hand-written
 //! future, `Connection`, with no buffer), its mailbox and the core's slot. Reads go into one
-//! buffer per thread ([`READ_BUFFER_BYTES`]) and only the bytes actually read are copied into
+//! buffer per thread ([`READ_BUFFER_BYTES`](parlor_os::READ_BUFFER_BYTES)) and only the bytes actually read are copied into
 //! the event for the owner. Waiting for an I/O readiness uses the socket's own waker slot
 //! (`poll_readable`-style), not a registration that allocates.
 //!
@@ -50,49 +57,32 @@
 //! does too.
 //!
 //! ## Use
-//! The binary is `parlor-smol` ([`main_entry`]). Tests and embedders start the same server in a
+//! The binary is `parlor-smol` ([`parlor_os::main_entry`]). Tests and embedders start the same server in a
 //! thread with [`Runner::start`] (port 0 is fine; [`Runner::local_addr`] has the real one) and
 //! stop it with [`Runner::shutdown`], which performs the same graceful shutdown as SIGTERM.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::future::Future;
-use std::io::{self, IoSlice};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::pin::Pin;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::{Buf, Bytes};
-use parlor_core::config::Cli;
-use parlor_core::{ConnId, Output, Server};
-use smol::channel::{Receiver, Sender, TrySendError};
+use parlor_core::{ConnId, Server};
+use parlor_os::{AcceptErrors, AcceptFailure, Cli, Grace, Listening, Serve, ACCEPT_PAUSE};
+use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
-use smol::io::{AsyncRead, AsyncWrite};
 use smol::stream::StreamExt;
 use smol::{Async, LocalExecutor, Timer};
 
-/// Size of the read buffer that all connections of a thread share.
-pub const READ_BUFFER_BYTES: usize = 64 * 1024;
-/// How long accepting pauses after an accept error such as `EMFILE`.
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// File descriptors kept in reserve below the open-file limit when deriving the default
-/// connection cap (the same reserve as `parlor-mio`).
-pub const FD_RESERVE: u64 = 64;
-/// Capacity of the channel from the connection tasks to the owner. When it is full, each
-/// connection task waits with its one event in hand and reads nothing more, so bytes read but not
-/// yet handled stay below (this + connections) x [`READ_BUFFER_BYTES`], and in practice far
-/// below: one read takes what the kernel had buffered for that socket.
+use connection::{Connection, Mailbox};
+
+const PROGRAM: &str = "parlor-smol";
+/// Capacity of the channel from the connection tasks to the owner. A connection has at most one
+/// `Event::Data` that the core has not seen (in the channel, or in hand when the channel is
+/// full), so bytes read but not yet handled stay below connections x [`READ_BUFFER_BYTES`](parlor_os::READ_BUFFER_BYTES).
 const EVENT_CAPACITY: usize = 256;
 /// Events the owner handles in a row before it checks its timers.
 const EVENTS_PER_TURN: u32 = 256;
-/// Reads discarded in one turn of a closing connection before the others get theirs.
-const DISCARDS_PER_TURN: u32 = 4;
-/// Events a connection task reports in a row before it yields to the other tasks.
-const TURNS_BEFORE_YIELD: u32 = 16;
-/// Most buffers handed to one vectored write.
-const MAX_IOVECS: usize = 64;
 
 /// What the other tasks tell the owner.
 #[derive(Debug)]
@@ -119,11 +109,11 @@ pub struct StopHandle {
     events: Sender<Event>,
 }
 
-impl StopHandle {
+impl parlor_os::Stop for StopHandle {
     /// Asks the server to shut down gracefully; it returns from [`Bound::run`] once its
     /// connections are closed or the shutdown grace has passed. Call it from another thread than
     /// the server's (it may wait for room in the server's event channel).
-    pub fn stop(&self) {
+    fn stop(&self) {
         // Fails only when the server has already ended.
         let _ = self.events.send_blocking(Event::Shutdown { signal: false });
     }
@@ -134,30 +124,25 @@ pub struct Bound {
     listener: Async<TcpListener>,
     local_addr: SocketAddr,
     server: Server,
-    shutdown_grace: Duration,
+    grace: Grace,
     events: Sender<Event>,
     inbox: Receiver<Event>,
     signals: Option<async_signal::Signals>,
 }
 
-impl Bound {
+impl Serve for Bound {
+    type Stop = StopHandle;
+
     /// Binds the listener of `cli` and builds the core. Nothing is accepted before
     /// [`run`](Bound::run).
-    pub fn bind(cli: Cli) -> io::Result<Bound> {
-        let Cli {
-            listen,
-            config,
-            shutdown_grace,
-        } = cli;
-        let listener = Async::new(parlor_os::bind_listener(listen)?)?;
-        let local_addr = listener.get_ref().local_addr()?;
-        let epoch_ms = parlor_os::epoch_ms();
+    fn bind(cli: Cli) -> io::Result<Bound> {
+        let start = Listening::bind(cli)?;
         let (events, inbox) = smol::channel::bounded(EVENT_CAPACITY);
         Ok(Bound {
-            listener,
-            local_addr,
-            server: Server::new(config, epoch_ms, Instant::now()),
-            shutdown_grace,
+            listener: Async::new(start.listener)?,
+            local_addr: start.local_addr,
+            server: start.server,
+            grace: start.grace,
             events,
             inbox,
             signals: None,
@@ -165,19 +150,19 @@ impl Bound {
     }
 
     /// The address the listener is bound to (the real port when asked for port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// A handle that stops the server gracefully from another thread.
-    pub fn stop_handle(&self) -> StopHandle {
+    fn stop_handle(&self) -> StopHandle {
         StopHandle {
             events: self.events.clone(),
         }
     }
 
     /// Makes SIGINT and SIGTERM start a graceful shutdown (a second one ends it at once).
-    pub fn handle_signals(&mut self) -> io::Result<()> {
+    fn handle_signals(&mut self) -> io::Result<()> {
         use async_signal::{Signal, Signals};
         self.signals = Some(Signals::new([Signal::Int, Signal::Term])?);
         Ok(())
@@ -185,17 +170,19 @@ impl Bound {
 
     /// Runs until a graceful shutdown completes: every connection closed, or the shutdown grace
     /// passed. Connection errors only close that connection.
-    pub fn run(self) -> io::Result<()> {
+    fn run(self) -> io::Result<()> {
         let executor = LocalExecutor::new();
         smol::block_on(executor.run(self.serve(&executor)))
     }
+}
 
+impl Bound {
     /// The owner task.
     async fn serve(self, executor: &LocalExecutor<'_>) -> io::Result<()> {
         let Bound {
             listener,
             server,
-            shutdown_grace,
+            mut grace,
             events,
             inbox,
             signals,
@@ -218,14 +205,10 @@ impl Bound {
         let mut timer = Timer::never();
         let mut armed: Option<Instant> = None;
         let mut grace_timer = Timer::never();
-        let mut grace_deadline: Option<Instant> = None;
-        let mut hard_stop = false;
 
         loop {
-            if let Some(deadline) = grace_deadline {
-                if hard_stop || owner.server.connection_count() == 0 || Instant::now() >= deadline {
-                    return Ok(());
-                }
+            if grace.is_over(Instant::now(), owner.server.connection_count()) {
+                return Ok(());
             }
             let next = owner.server.poll_timeout();
             if next != armed {
@@ -264,16 +247,14 @@ impl Bound {
                 owner.take_flushed(now);
                 match event {
                     Event::Shutdown { signal } => {
-                        if grace_deadline.is_some() {
-                            hard_stop |= signal;
-                        } else {
+                        if grace.begin(now, signal) {
                             // Stop accepting: the listener closes with its task.
                             if let Some(task) = acceptor.take() {
                                 task.cancel().await;
                             }
-                            let deadline = now + shutdown_grace;
-                            grace_deadline = Some(deadline);
-                            grace_timer.set_at(deadline);
+                            if let Some(deadline) = grace.deadline() {
+                                grace_timer.set_at(deadline);
+                            }
                             owner.server.handle_shutdown(now);
                             owner.settle();
                         }
@@ -323,7 +304,7 @@ impl Owner {
     fn take_flushed(&mut self, now: Instant) {
         let mut log = self.flushed.borrow_mut();
         for &(id, n) in log.iter() {
-            report_adapter_bug(self.server.handle_flushed(id, n, now));
+            parlor_os::report_adapter_bug(PROGRAM, self.server.handle_flushed(id, n, now));
         }
         log.clear();
     }
@@ -357,7 +338,15 @@ impl Owner {
 
     fn handle(&mut self, event: Event, now: Instant) {
         let result = match event {
-            Event::Data(id, data) => self.server.handle_data(id, &data, now),
+            Event::Data(id, data) => {
+                let result = self.server.handle_data(id, &data, now);
+                // The core has seen these bytes (and paused reading if they passed the pipeline
+                // cap, in the outputs settled below): the task may read again.
+                if let Some(mailbox) = self.mailboxes.get(id.0).and_then(Option::as_ref) {
+                    mailbox.borrow_mut().data_taken();
+                }
+                result
+            }
             Event::Eof(id) => self.server.handle_eof(id, now),
             Event::Closed(id) => {
                 if let Some(slot) = self.mailboxes.get_mut(id.0) {
@@ -367,7 +356,7 @@ impl Owner {
             }
             Event::Accepted { .. } | Event::Shutdown { .. } => Ok(()),
         };
-        report_adapter_bug(result);
+        parlor_os::report_adapter_bug(PROGRAM, result);
         self.settle();
     }
 
@@ -384,37 +373,21 @@ impl Owner {
 
 /// Accepts connections until cancelled, pausing after errors instead of spinning.
 async fn accept_loop(listener: Async<TcpListener>, events: Sender<Event>) {
-    let mut failing = false;
+    let mut errors = AcceptErrors::new(PROGRAM);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                failing = false;
+                errors.succeeded();
                 // Responses are whole buffers written at once: coalescing only adds delay.
                 let _ = stream.get_ref().set_nodelay(true);
                 if events.send(Event::Accepted { stream, peer }).await.is_err() {
                     return;
                 }
             }
-            // The peer gave up before we got to it, or a signal: try the next one.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::Interrupted
-                ) => {}
             Err(e) => {
-                // EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: the pending connection stays in
-                // the backlog, so retrying at once would spin. The others are served meanwhile.
-                if !failing {
-                    eprintln!(
-                        "parlor-smol: accept failed: {e}; pausing accepts for {} ms at a time \
-                         until one succeeds",
-                        ACCEPT_PAUSE.as_millis()
-                    );
-                    failing = true;
+                if errors.failed(&e) == AcceptFailure::Pause {
+                    Timer::after(ACCEPT_PAUSE).await;
                 }
-                Timer::after(ACCEPT_PAUSE).await;
             }
         }
     }
@@ -429,406 +402,9 @@ async fn signal_loop(mut signals: async_signal::Signals, events: Sender<Event>) 
     }
 }
 
-/// What the owner has for one connection task: the connection's half of the "channel" from
-/// the owner. Both run on one thread, so it is a plain `RefCell` behind an `Rc`: the owner
-/// appends and sets flags, then wakes the task. The core's outputs coalesce into this state
-/// (bytes in order, flags), so a held connection's mailbox is a few words and never allocates.
-#[derive(Default)]
-struct Mailbox {
-    /// Bytes to write, oldest first; the front one may be partly written already.
-    queue: VecDeque<Bytes>,
-    /// `Output::Close`: close once `queue` is written.
-    close: bool,
-    /// `Output::Abort`: close now.
-    abort: bool,
-    /// `Output::PauseRead` (until `Output::ResumeRead`).
-    paused: bool,
-    /// The connection task, waiting for something to do.
-    waker: Option<Waker>,
-}
-
-impl Mailbox {
-    /// Takes one output of the core for this connection and wakes its task.
-    fn deliver(&mut self, output: Output) {
-        match output {
-            Output::Send { data, .. } => {
-                if !data.is_empty() {
-                    self.queue.push_back(data);
-                }
-            }
-            Output::Close { .. } => self.close = true,
-            Output::Abort { .. } => self.abort = true,
-            Output::PauseRead { .. } => self.paused = true,
-            Output::ResumeRead { .. } => self.paused = false,
-        }
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
-    }
-}
-
-/// A connection task's own state, beside its mailbox.
-struct ConnIo {
-    id: ConnId,
-    stream: Async<TcpStream>,
-    /// A read returned 0: the peer will send nothing more.
-    eof: bool,
-    /// The socket may have bytes to read: false after a read found none, until the reactor
-    /// reports it readable again. Saves a read that would fail on every turn that only writes
-    /// (a fan-out turn, above all).
-    may_read: bool,
-    /// Everything was written after `Close` and our sending side is shut down: reading only to
-    /// see the peer close.
-    write_shut: bool,
-}
-
-/// What a connection task does next.
-enum Step {
-    /// Tell the owner.
-    Report(Event),
-    /// The connection is done: drop the socket, report `Closed`.
-    Done,
-}
-
-/// Reads, writes or closes until there is something to report, or nothing to do.
-fn poll_step(
-    io: &mut ConnIo,
-    mailbox: &RefCell<Mailbox>,
-    flushed: &FlushLog,
-    cx: &mut Context<'_>,
-) -> Poll<Step> {
-    let mut m = mailbox.borrow_mut();
-    let id = io.id;
-    let mut stream = &io.stream;
-    if m.abort {
-        return Poll::Ready(Step::Done);
-    }
-
-    // Write what is queued, one vectored write per burst, until done or the socket is full.
-    let mut written = 0;
-    while !m.queue.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let mut count = 0;
-        for (slot, data) in slices.iter_mut().zip(m.queue.iter()) {
-            *slot = IoSlice::new(data);
-            count += 1;
-        }
-        match Pin::new(&mut stream).poll_write_vectored(cx, &slices[..count]) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Step::Done),
-            Poll::Ready(Ok(mut n)) => {
-                written += n;
-                while n > 0 {
-                    let Some(front) = m.queue.front_mut() else {
-                        break;
-                    };
-                    if n >= front.len() {
-                        n -= front.len();
-                        m.queue.pop_front();
-                    } else {
-                        front.advance(n);
-                        n = 0;
-                    }
-                }
-            }
-            Poll::Pending => break,
-        }
-    }
-    if written > 0 {
-        // The core counts unsent bytes with this: the owner reads the log before its next input.
-        flushed.borrow_mut().push((id, written));
-        if m.queue.is_empty() {
-            // A connection that waits (a held poll, again) keeps no buffer from its last answer.
-            m.queue = VecDeque::new();
-        }
-    }
-
-    if m.close && m.queue.is_empty() && !io.write_shut {
-        if io.eof {
-            return Poll::Ready(Step::Done); // the peer is gone already: nothing to wait for
-        }
-        // Send FIN, then wait for the peer's, discarding what it still sends, so unread bytes
-        // do not make the kernel reset the connection under the response in flight.
-        if io.stream.get_ref().shutdown(Shutdown::Write).is_err() {
-            return Poll::Ready(Step::Done);
-        }
-        io.write_shut = true;
-    }
-
-    // Read while not paused (and always after Close, to discard until the peer's FIN).
-    let mut discarded = 0;
-    while !io.eof && (!m.paused || m.close) {
-        if !io.may_read {
-            match io.stream.poll_readable(cx) {
-                Poll::Ready(Ok(())) => io.may_read = true,
-                Poll::Ready(Err(_)) => return Poll::Ready(Step::Done),
-                Poll::Pending => break,
-            }
-        }
-        let read =
-            READ_BUFFER.with_borrow_mut(|buf| match Pin::new(&mut stream).poll_read(cx, buf) {
-                Poll::Ready(Ok(n)) if n > 0 && !m.close => Poll::Ready(Ok(Some(buf[..n].to_vec()))),
-                Poll::Ready(Ok(n)) => Poll::Ready(Ok((n > 0).then(Vec::new))),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            });
-        match read {
-            Poll::Ready(Err(_)) => return Poll::Ready(Step::Done),
-            Poll::Ready(Ok(None)) => {
-                io.eof = true;
-                if !m.close {
-                    return Poll::Ready(Step::Report(Event::Eof(id)));
-                }
-            }
-            Poll::Ready(Ok(Some(data))) if !data.is_empty() => {
-                return Poll::Ready(Step::Report(Event::Data(id, data)));
-            }
-            // After Close the core is done with this connection: discard, a bounded amount per
-            // turn so a peer that keeps sending cannot hold the thread.
-            Poll::Ready(Ok(Some(_))) => {
-                discarded += 1;
-                if discarded == DISCARDS_PER_TURN {
-                    cx.waker().wake_by_ref();
-                    break;
-                }
-            }
-            Poll::Pending => {
-                io.may_read = false;
-                break;
-            }
-        }
-    }
-    if io.write_shut && io.eof {
-        return Poll::Ready(Step::Done);
-    }
-    if !m.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-        m.waker = Some(cx.waker().clone());
-    }
-    Poll::Pending
-}
-
-/// One connection task: reads what arrives, writes what the owner routes here, closes when told.
-/// Sends `Event::Closed` as its last event once the socket is dropped.
-///
-/// Written out as a future rather than an `async fn` so that a waiting connection (a held poll
-/// above all) costs exactly these fields.
-struct Connection {
-    id: ConnId,
-    /// `None` once the socket is dropped.
-    io: Option<ConnIo>,
-    mailbox: Rc<RefCell<Mailbox>>,
-    flushed: Rc<FlushLog>,
-    events: Sender<Event>,
-    /// An event waiting for room in the channel; allocated only when the channel is full.
-    sending: Option<Pin<Box<dyn Future<Output = bool>>>>,
-    /// Events reported since the task last let the others run.
-    turns: u32,
-}
-
-impl Connection {
-    fn new(
-        id: ConnId,
-        stream: Async<TcpStream>,
-        mailbox: Rc<RefCell<Mailbox>>,
-        flushed: Rc<FlushLog>,
-        events: Sender<Event>,
-    ) -> Connection {
-        Connection {
-            id,
-            io: Some(ConnIo {
-                id,
-                stream,
-                eof: false,
-                may_read: true,
-                write_shut: false,
-            }),
-            mailbox,
-            flushed,
-            events,
-            sending: None,
-            turns: 0,
-        }
-    }
-
-    /// Hands `event` to the owner, or keeps it in `sending` until there is room. `false` when
-    /// the owner is gone (the server is ending).
-    fn report(&mut self, event: Event) -> bool {
-        match self.events.try_send(event) {
-            Ok(()) => true,
-            Err(TrySendError::Full(event)) => {
-                let events = self.events.clone();
-                self.sending = Some(Box::pin(async move { events.send(event).await.is_ok() }));
-                true
-            }
-            Err(TrySendError::Closed(_)) => false,
-        }
-    }
-}
-
-impl Future for Connection {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        loop {
-            if let Some(sending) = this.sending.as_mut() {
-                let delivered = std::task::ready!(sending.as_mut().poll(cx));
-                this.sending = None;
-                if !delivered {
-                    return Poll::Ready(());
-                }
-            }
-            let Some(io) = this.io.as_mut() else {
-                return Poll::Ready(()); // `Closed` was delivered
-            };
-            // A connection with a lot to say lets the others have their turn now and then.
-            if this.turns == TURNS_BEFORE_YIELD {
-                this.turns = 0;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            let event = match std::task::ready!(poll_step(io, &this.mailbox, &this.flushed, cx)) {
-                Step::Report(event) => event,
-                Step::Done => {
-                    this.io = None; // the socket closes here, before the owner hears of it
-                    if this.report(Event::Closed(this.id)) && this.sending.is_some() {
-                        continue;
-                    }
-                    return Poll::Ready(());
-                }
-            };
-            this.turns += 1;
-            if !this.report(event) {
-                return Poll::Ready(());
-            }
-        }
-    }
-}
-
-thread_local! {
-    /// The read buffer all connections of this thread share: a connection waiting for bytes
-    /// owns none.
-    static READ_BUFFER: RefCell<Box<[u8]>> =
-        RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice());
-}
-
-/// The core answers `Err` only for adapter bugs (a stale id): loud in debug builds, logged in
-/// release builds, never fatal to the other connections.
-fn report_adapter_bug(result: Result<(), parlor_core::Error>) {
-    if let Err(e) = result {
-        debug_assert!(false, "parlor-smol: adapter bug: {e}");
-        eprintln!("parlor-smol: adapter bug: {e}");
-    }
-}
-
 /// The server running in a thread of its own: what tests and embedders start.
 pub type Runner = parlor_os::Runner<Bound>;
 
-pub use parlor_os::raise_nofile_limit;
-
-/// The whole `parlor-smol` program (see [`parlor_os::main_entry`]): returns the exit code.
-pub fn main_entry(program: &str, args: impl IntoIterator<Item = String>) -> i32 {
-    parlor_os::main_entry::<Bound>(program, args)
-}
-
-impl parlor_os::Serve for Bound {
-    type Stop = StopHandle;
-    fn bind(cli: Cli) -> io::Result<Self> {
-        Bound::bind(cli)
-    }
-    fn local_addr(&self) -> SocketAddr {
-        Bound::local_addr(self)
-    }
-    fn stop_handle(&self) -> StopHandle {
-        Bound::stop_handle(self)
-    }
-    fn handle_signals(&mut self) -> io::Result<()> {
-        Bound::handle_signals(self)
-    }
-    fn run(self) -> io::Result<()> {
-        Bound::run(self)
-    }
-}
-
-impl parlor_os::Stop for StopHandle {
-    fn stop(&self) {
-        StopHandle::stop(self)
-    }
-}
+mod connection;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    /// What a held poll costs beside the socket's registration and the core's slot: its task
-    /// (this future plus the executor's header) and its mailbox. Keep them small.
-    #[test]
-    fn a_waiting_connection_is_small() {
-        let (events, _inbox) = smol::channel::bounded(1);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let task = Connection::new(
-            ConnId(0),
-            Async::new(stream).unwrap(),
-            Rc::default(),
-            Rc::default(),
-            events,
-        );
-        assert!(
-            std::mem::size_of_val(&task) <= 96,
-            "{}",
-            std::mem::size_of_val(&task)
-        );
-        assert!(std::mem::size_of::<RefCell<Mailbox>>() <= 64);
-    }
-
-    /// With the event channel full, a connection waits with its event in hand (none is lost or
-    /// reordered), and it still closes when told.
-    #[test]
-    fn a_connection_waits_for_room_in_a_full_channel() {
-        let (events, inbox) = smol::channel::bounded(1);
-        events.try_send(Event::Eof(ConnId(99))).unwrap(); // full
-        let executor = LocalExecutor::new();
-        smol::block_on(executor.run(async {
-            let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
-            let addr = listener.get_ref().local_addr().unwrap();
-            let mut client = TcpStream::connect(addr).unwrap();
-            let (stream, _) = listener.accept().await.unwrap();
-            client.write_all(b"hello").unwrap();
-            client.shutdown(Shutdown::Write).unwrap();
-
-            let mailbox: Rc<RefCell<Mailbox>> = Rc::default();
-            let flushed: Rc<FlushLog> = Rc::default();
-            let id = ConnId(7);
-            let task = executor.spawn(Connection::new(
-                id,
-                stream,
-                mailbox.clone(),
-                flushed.clone(),
-                events,
-            ));
-            // Let the task read and find the channel full.
-            for _ in 0..10 {
-                smol::future::yield_now().await;
-            }
-            assert!(matches!(inbox.recv().await, Ok(Event::Eof(ConnId(99)))));
-            match inbox.recv().await {
-                Ok(Event::Data(got, data)) => assert_eq!((got, &data[..]), (id, &b"hello"[..])),
-                other => panic!("expected the data, got {other:?}"),
-            }
-            assert!(matches!(inbox.recv().await, Ok(Event::Eof(got)) if got == id));
-
-            // The answer is written and logged, then the connection closes.
-            let data = Bytes::from_static(b"bye");
-            mailbox
-                .borrow_mut()
-                .deliver(Output::Send { conn: id, data });
-            mailbox.borrow_mut().deliver(Output::Close { conn: id });
-            assert!(matches!(inbox.recv().await, Ok(Event::Closed(got)) if got == id));
-            task.await;
-            assert_eq!(flushed.borrow().as_slice(), &[(id, 3)]);
-            let mut answer = Vec::new();
-            std::io::Read::read_to_end(&mut client, &mut answer).unwrap();
-            assert_eq!(answer, b"bye");
-        }));
-    }
-}
+mod tests;

@@ -1,8 +1,9 @@
 //! `parlor-smol`: the Parlor chat server on smol tasks, one thread.
-//! Everything is in the library ([`parlor_smol::main_entry`]), so tests can run the same server.
+//! The program is [`parlor_os::main_entry`] around [`parlor_smol::Bound`], so tests can run the
+//! same server in-process.
 
 fn main() {
-    std::process::exit(parlor_smol::main_entry(
+    std::process::exit(parlor_os::main_entry::<parlor_smol::Bound>(
         "parlor-smol",
         std::env::args().skip(1),
     ));

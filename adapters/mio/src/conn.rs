@@ -1,0 +1,245 @@
+//! One connection's socket and what is queued for it, and how the loop reads, writes, carries
+//! out the core's outputs and closes it.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use parlor_core::{ConnId, Output};
+use parlor_os::{Flushed, WriteQueue};
+
+use crate::{EventLoop, PROGRAM, READS_PER_WAKE};
+
+/// One socket and what is queued for it.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    /// Bytes not yet written.
+    queue: WriteQueue,
+    /// Whether the registration currently includes `WRITABLE` (only while `queue` is not empty).
+    writable_interest: bool,
+    /// The core asked to stop reading (`PauseRead`).
+    paused: bool,
+    /// A read returned 0: the peer will send nothing more.
+    eof: bool,
+    /// The core said `Close`: close once `queue` is written.
+    closing: bool,
+    /// `queue` was written after `Close`, and our sending side is shut down: reading only to see
+    /// the peer close.
+    write_shut: bool,
+}
+
+impl EventLoop {
+    pub(crate) fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        // Responses are whole buffers written at once: waiting to coalesce them only adds delay.
+        let _ = stream.set_nodelay(true);
+        let id = self.server.handle_accept(peer.ip(), now);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(id.0), Interest::READABLE)
+        {
+            eprintln!("{PROGRAM}: cannot register a connection: {e}");
+            drop(stream);
+            self.report_closed(id, now);
+            self.settle(now);
+            return;
+        }
+        if self.conns.len() <= id.0 {
+            self.conns.resize_with(id.0 + 1, || None);
+        }
+        debug_assert!(self.conns[id.0].is_none(), "the core reused a live id");
+        self.conns[id.0] = Some(Conn {
+            stream,
+            queue: WriteQueue::default(),
+            writable_interest: false,
+            paused: false,
+            eof: false,
+            closing: false,
+            write_shut: false,
+        });
+        // Over the connection cap the core has a 503 and a Close ready.
+        self.settle(now);
+    }
+
+    /// Reads from `id` until `WouldBlock`, its budget runs out, or it is paused or gone.
+    pub(crate) fn read(&mut self, id: ConnId, now: Instant) {
+        for _ in 0..READS_PER_WAKE {
+            let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
+                return;
+            };
+            if c.eof {
+                return;
+            }
+            if c.paused && !c.closing {
+                // Not reading, but still watching: a reset (any socket error) frees the slot
+                // now rather than at the connection's next deadline.
+                if !matches!(c.stream.take_error(), Ok(None)) {
+                    self.drop_conn(id, now);
+                    self.settle(now);
+                }
+                return;
+            }
+            match c.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    c.eof = true;
+                    if c.write_shut {
+                        // Both directions are done.
+                        self.drop_conn(id, now);
+                    } else if !c.closing {
+                        parlor_os::report_adapter_bug(PROGRAM, self.server.handle_eof(id, now));
+                    }
+                    // Else: the close is waiting for its bytes to be written.
+                    self.settle(now);
+                    return;
+                }
+                Ok(n) => {
+                    if !c.closing {
+                        let data = &self.buf[..n];
+                        let result = self.server.handle_data(id, data, now);
+                        parlor_os::report_adapter_bug(PROGRAM, result);
+                        self.settle(now);
+                    }
+                    // Else: the core is done with this connection; discard.
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_conn(id, now);
+                    self.settle(now);
+                    return;
+                }
+            }
+        }
+        self.pending_read.push_back(id);
+    }
+
+    /// Drains the core's outputs and writes what they queued, until neither has more to do.
+    pub(crate) fn settle(&mut self, now: Instant) {
+        loop {
+            while let Some(output) = self.server.poll_output() {
+                self.carry_out(output, now);
+            }
+            if self.dirty.is_empty() {
+                return;
+            }
+            let dirty = std::mem::take(&mut self.dirty);
+            for &id in &dirty {
+                self.flush(id, now);
+            }
+            // Keep the allocation for the next turn.
+            if self.dirty.is_empty() {
+                self.dirty = dirty;
+                self.dirty.clear();
+            }
+        }
+    }
+
+    fn carry_out(&mut self, output: Output, now: Instant) {
+        let (Output::Send { conn, .. }
+        | Output::Close { conn }
+        | Output::Abort { conn }
+        | Output::PauseRead { conn }
+        | Output::ResumeRead { conn }) = &output;
+        let id = *conn;
+        let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
+            // Already dropped after a socket error and reported closed: nothing to do.
+            return;
+        };
+        match output {
+            Output::Send { data, .. } => {
+                if !data.is_empty() && !c.write_shut {
+                    if c.queue.is_empty() {
+                        self.dirty.push(id);
+                    }
+                    c.queue.push(data);
+                }
+            }
+            Output::Close { .. } => {
+                if !c.closing {
+                    c.closing = true;
+                    self.dirty.push(id);
+                }
+            }
+            Output::Abort { .. } => self.drop_conn(id, now),
+            Output::PauseRead { .. } => c.paused = true,
+            Output::ResumeRead { .. } => {
+                if c.paused {
+                    c.paused = false;
+                    // Edge-triggered: bytes that arrived while paused raise no new event.
+                    self.pending_read.push_back(id);
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued for `id` until `WouldBlock`, reports it to the core, carries out a
+    /// pending close, and keeps `WRITABLE` interest exactly while bytes remain.
+    pub(crate) fn flush(&mut self, id: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
+            return;
+        };
+        let stream = &mut c.stream;
+        let (written, outcome) = c
+            .queue
+            .write_with(|slices| Some(stream.write_vectored(slices)));
+        if written > 0 {
+            parlor_os::report_adapter_bug(PROGRAM, self.server.handle_flushed(id, written, now));
+        }
+        if outcome == Flushed::Failed {
+            self.drop_conn(id, now);
+            return;
+        }
+        let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.queue.is_empty() && c.closing && !c.write_shut {
+            if c.eof {
+                // The peer already closed its side: nothing left to wait for.
+                self.drop_conn(id, now);
+                return;
+            }
+            // Send FIN, then wait for the peer's (reading and discarding what it still sends),
+            // so unread bytes do not make the kernel reset the connection under the response.
+            c.write_shut = true;
+            if c.stream.shutdown(Shutdown::Write).is_err() {
+                self.drop_conn(id, now);
+                return;
+            }
+            self.pending_read.push_back(id);
+        }
+        let want = !c.queue.is_empty();
+        if want != c.writable_interest {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, Token(id.0), interest)
+                .is_err()
+            {
+                self.drop_conn(id, now);
+                return;
+            }
+            c.writable_interest = want;
+        }
+    }
+
+    /// Closes the socket now and tells the core. Queued outputs for `id` are ignored after this.
+    pub(crate) fn drop_conn(&mut self, id: ConnId, now: Instant) {
+        let Some(mut c) = self.conns.get_mut(id.0).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        drop(c);
+        self.report_closed(id, now);
+    }
+
+    fn report_closed(&mut self, id: ConnId, now: Instant) {
+        parlor_os::report_adapter_bug(PROGRAM, self.server.handle_closed(id, now));
+    }
+}
