@@ -142,9 +142,13 @@
   let scrolled = false; // the first messages scroll to the bottom
   const recent = [];    // the messages shown, for a tab that joins (see 'hello' below)
 
-  // Renders one batch {messages, gap, next}, from this tab's connection or from the leader's.
+  // Renders one batch {messages, gap, reset, next}, from this tab's connection or from the
+  // leader's. `reset`: the cursor was from before a restart, so what came after it is unknown.
   function handleBatch(data) {
     const nodes = [];
+    if (data.reset === true) {
+      nodes.push(el('li', 'system reset', 'earlier messages may be missing: the server restarted'));
+    }
     const gap = Number(data.gap) || 0;
     if (gap > 0) {
       nodes.push(el('li', 'system', gap === 1 ? '1 message was missed' : gap + ' messages were missed'));
@@ -192,12 +196,13 @@
         if (res.status === 200) {
           const data = await res.json();
           const next = String(data.next || res.headers.get('Parlor-Cursor') || since);
-          if (!stopped) onBatch({ messages: data.messages, gap: data.gap, next });
+          if (!stopped) onBatch({ messages: data.messages, gap: data.gap, reset: data.reset === true, next });
           return { ok: true };
         }
         if (res.status === 204) {
           const next = res.headers.get('Parlor-Cursor');
-          if (next && next !== since && !stopped) onBatch({ messages: [], gap: 0, next });
+          const reset = res.headers.get('Parlor-Reset') === '1';
+          if (next && next !== since && !stopped) onBatch({ messages: [], gap: 0, reset, next });
           return { ok: true };
         }
         if (res.status === 400 && since !== '0') {

@@ -12,22 +12,28 @@ use crate::response::{self, push_u64, Persist, Response};
 use crate::room::{Room, Waiter};
 use crate::ConnId;
 
-/// What tells two answers to the same poll apart: JSON or plain, the connection header, and the
-/// allow-listed origin (CORS headers).
-type Representation = (bool, Persist, Option<u16>);
+/// What tells two answers to the same poll apart: JSON or plain, the connection header, the
+/// allow-listed origin (CORS headers), and whether the poll's cursor was of another epoch (the
+/// answer says the history was reset).
+type Representation = (bool, Persist, Option<u16>, bool);
 
-/// The headers of a poll or publish answer: its cursor, the gap if any, and the CORS headers
-/// for an allow-listed cross-origin caller.
+/// The headers of a poll or publish answer: its cursor, the gap if any, the reset signal if the
+/// poll's cursor was of another epoch, and the CORS headers for an allow-listed cross-origin
+/// caller.
 pub(crate) fn poll_headers<'a>(
     cursor: &'a str,
     gap: u64,
     gap_text: &'a str,
+    reset: bool,
     origin: Option<&'a str>,
 ) -> Vec<(&'a str, &'a str)> {
-    let mut headers = Vec::with_capacity(5);
+    let mut headers = Vec::with_capacity(6);
     headers.push(("Parlor-Cursor", cursor));
     if gap > 0 {
         headers.push(("Parlor-Gap", gap_text));
+    }
+    if reset {
+        headers.push(("Parlor-Reset", "1"));
     }
     if let Some(origin) = origin {
         headers.extend(cors::answer_headers(origin));
@@ -40,6 +46,9 @@ pub(crate) fn poll_headers<'a>(
 pub(crate) struct Batch<'a> {
     /// Messages skipped before the first one (evicted from the history).
     pub gap: u64,
+    /// The poll's cursor was of another epoch: the history it pointed into is gone, and how
+    /// much of it was missed is unknown (`Parlor-Reset: 1`, `"reset":true`).
+    pub reset: bool,
     /// JSON batch rather than one plain-text message.
     pub json: bool,
     /// Most messages in one JSON batch.
@@ -59,7 +68,7 @@ impl Batch<'_> {
                 return (Bytes::new(), 0);
             };
             let c = Cursor::at(&room.epoch, m.seq).to_string();
-            let headers = poll_headers(&c, self.gap, &gap_text, self.origin);
+            let headers = poll_headers(&c, self.gap, &gap_text, self.reset, self.origin);
             let data = Response {
                 headers: &headers,
                 persist: self.persist,
@@ -93,8 +102,11 @@ impl Batch<'_> {
         body.extend_from_slice(next.as_bytes());
         body.extend_from_slice(b"\",\"gap\":");
         push_u64(&mut body, self.gap);
+        if self.reset {
+            body.extend_from_slice(b",\"reset\":true");
+        }
         body.push(b'}');
-        let headers = poll_headers(&next, self.gap, &gap_text, self.origin);
+        let headers = poll_headers(&next, self.gap, &gap_text, self.reset, self.origin);
         let data = Response {
             headers: &headers,
             persist: self.persist,
@@ -105,10 +117,16 @@ impl Batch<'_> {
     }
 }
 
-/// The answer to a poll that ran out of time: `204` with the unchanged cursor.
-pub(crate) fn timed_out(cursor: Cursor<'_>, origin: Option<&str>, persist: Persist) -> Bytes {
+/// The answer to a poll that ran out of time: `204` with the unchanged cursor (and the reset
+/// signal, when the poll's cursor was of another epoch).
+pub(crate) fn timed_out(
+    cursor: Cursor<'_>,
+    reset: bool,
+    origin: Option<&str>,
+    persist: Persist,
+) -> Bytes {
     let cursor = cursor.to_string();
-    let headers = poll_headers(&cursor, 0, "", origin);
+    let headers = poll_headers(&cursor, 0, "", reset, origin);
     Response {
         headers: &headers,
         persist,
@@ -130,12 +148,13 @@ pub(crate) fn fan_out(
     let mut encoded: Vec<(Representation, Bytes)> = Vec::new();
     let mut answered = Vec::with_capacity(waiters.len());
     for (_, w) in waiters.iter() {
-        let key = (w.json, w.persist, w.cors);
+        let key = (w.json, w.persist, w.cors, w.reset);
         let data = match encoded.iter().find(|(k, _)| *k == key) {
             Some((_, d)) => d.clone(),
             None => {
                 let batch = Batch {
                     gap: 0,
+                    reset: w.reset,
                     json: w.json,
                     max,
                     persist: w.persist,

@@ -9,11 +9,15 @@ pub(crate) struct Cors {
     origins: Vec<String>,
 }
 
-/// Headers that let an allow-listed origin read a poll or publish answer.
+/// The answer headers a cross-origin page may read beyond the safelisted ones.
+pub(crate) const EXPOSED: &str = "Parlor-Cursor, Parlor-Gap, Parlor-Reset, Retry-After";
+
+/// Headers that let an allow-listed origin read an answer: a poll's or a publish's, and every
+/// error answer too (its status, its reason, its `Retry-After`).
 pub(crate) fn answer_headers(origin: &str) -> [(&str, &str); 3] {
     [
         ("Access-Control-Allow-Origin", origin),
-        ("Access-Control-Expose-Headers", "Parlor-Cursor, Parlor-Gap"),
+        ("Access-Control-Expose-Headers", EXPOSED),
         ("Vary", "Origin"),
     ]
 }

@@ -21,6 +21,17 @@ pub(crate) fn field(query: &[u8], key: &str) -> Result<Option<String>, ()> {
     Ok(None)
 }
 
+/// Whether a form body has a field `key=...` (the key compared decoded, when it decodes).
+fn has_field(body: &[u8], key: &str) -> bool {
+    body.split(|&b| b == b'&').any(|pair| {
+        let Some(i) = pair.iter().position(|&b| b == b'=') else {
+            return false;
+        };
+        let k = &pair[..i];
+        k == key.as_bytes() || decode(k).is_ok_and(|k| k == key.as_bytes())
+    })
+}
+
 /// Percent-decoding with `+` as space.
 fn decode(s: &[u8]) -> Result<Vec<u8>, ()> {
     let mut out = Vec::with_capacity(s.len());
@@ -106,12 +117,11 @@ pub(crate) fn publish_body(media: Media, body: Vec<u8>) -> Result<Publish, Refus
             let message = String::from_utf8(body).map_err(|_| NOT_UTF8)?;
             Ok(Publish { message, id: None })
         }
-        Media::Form if !body.contains(&b'=') => {
-            // `curl -d 'hello'` sends a form that is just the text: take it as the message.
-            let message = decode(&body)
-                .ok()
-                .and_then(|m| String::from_utf8(m).ok())
-                .ok_or((400, "form body is not valid UTF-8 or percent-encoding"))?;
+        Media::Form if !has_field(&body, "message") && !has_field(&body, "id") => {
+            // `curl -d 'c++ is 100% fun'` sends the text as typed, labelled as a form: a body
+            // that is not a real form (no `message=` or `id=` field) is the message, exactly as
+            // sent, never percent-decoded.
+            let message = String::from_utf8(body).map_err(|_| NOT_UTF8)?;
             Ok(Publish { message, id: None })
         }
         Media::Form => {
@@ -206,9 +216,9 @@ mod tests {
         );
         assert_eq!(
             p("application/x-www-form-urlencoded", b"other=1")
-                .unwrap_err()
-                .0,
-            400
+                .unwrap()
+                .message,
+            "other=1"
         );
         let json = p(
             "application/json",
@@ -225,6 +235,25 @@ mod tests {
             400
         );
         assert_eq!(p("application/json", b"{").unwrap_err().0, 400);
+        // `curl -d` as people type it: not a form with a message, so the text exactly as sent.
+        let form = |b: &[u8]| p("application/x-www-form-urlencoded", b);
+        for typed in [
+            "c++ is 100% fun",
+            "a+b",
+            "is 2+2=4?",
+            "message",
+            "a=b&c=d",
+            "%zz",
+        ] {
+            assert_eq!(form(typed.as_bytes()).unwrap().message, typed, "{typed:?}");
+        }
+        assert_eq!(form(b"m%65ssage=a+b").unwrap().message, "a b");
+        assert_eq!(form(b"x=1&message=%21").unwrap().message, "!");
+        assert_eq!(form(b"id=7").unwrap_err(), (400, "missing message field"));
+        assert_eq!(
+            form(b"\xff").unwrap_err(),
+            (400, "message is not valid UTF-8")
+        );
         assert_eq!(p("image/png", b"x").unwrap_err().0, 415);
     }
 

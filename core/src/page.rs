@@ -8,6 +8,8 @@ use crate::response::{Persist, Response};
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const CHAT_JS: &str = include_str!("../assets/chat.js");
 const CHAT_CSS: &str = include_str!("../assets/chat.css");
+/// The page's icon (an SVG file of its own: the CSP refuses inline `data:` icons).
+const FAVICON_SVG: &str = include_str!("../assets/favicon.svg");
 
 /// The Content-Security-Policy every asset carries: the page loads only its own files.
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
@@ -71,6 +73,8 @@ pub(crate) enum File {
     Script,
     /// `/chat.css`
     Style,
+    /// `/favicon.svg` (and `/favicon.ico`, which browsers ask for on their own)
+    Icon,
 }
 
 /// The page's files, encoded.
@@ -79,6 +83,7 @@ pub(crate) struct Page {
     index: Asset,
     script: Asset,
     style: Asset,
+    icon: Asset,
 }
 
 impl Page {
@@ -88,6 +93,7 @@ impl Page {
             index: Asset::new("text/html; charset=utf-8", INDEX_HTML.as_bytes(), true),
             script: Asset::new("text/javascript; charset=utf-8", CHAT_JS.as_bytes(), true),
             style: Asset::new("text/css; charset=utf-8", CHAT_CSS.as_bytes(), true),
+            icon: Asset::new("image/svg+xml", FAVICON_SVG.as_bytes(), true),
         }
     }
 
@@ -97,6 +103,7 @@ impl Page {
             File::Index => &self.index,
             File::Script => &self.script,
             File::Style => &self.style,
+            File::Icon => &self.icon,
         }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Waiter {
     pub persist: Persist,
     /// Index of an allow-listed cross-origin `Origin` (the answer carries CORS headers).
     pub cors: Option<u16>,
+    /// The poll's cursor was of another epoch: its answer carries the reset signal.
+    pub reset: bool,
 }
 
 /// One room.

@@ -16,13 +16,13 @@ use core::net::IpAddr;
 use crate::batch;
 use crate::config::Config;
 use crate::conn::{Conns, Hold, Received};
-use crate::cors::Cors;
+use crate::cors::{self, Cors};
 use crate::cursor::{self, Cursor};
 use crate::http::{HttpError, Method, ReadEvent, Request};
 use crate::metrics::Gauges;
 use crate::page::Page;
 use crate::rate::RateLimit;
-use crate::response::{self, Persist};
+use crate::response::{self, ErrorAnswer, Persist};
 use crate::room::{Rooms, Waiter};
 use crate::routes::{self, publish, subscribe, Action, Ctx, Route};
 use crate::timers::TimerKind;
@@ -98,6 +98,15 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// How to answer one request: its connection header, whether it was a `HEAD` (no body, even in
+/// an error answer), and its allow-listed origin (every answer to it carries the CORS headers).
+#[derive(Clone, Copy, Debug)]
+struct Reply {
+    persist: Persist,
+    head: bool,
+    cors: Option<u16>,
+}
 
 /// The Parlor server as a pure state machine: feed it inputs, drain its outputs.
 ///
@@ -262,7 +271,7 @@ impl Server {
             return;
         }
         self.shutting_down = true;
-        self.conns.shutdown(&mut self.rooms, now);
+        self.conns.shutdown(&mut self.rooms, &self.cors, now);
     }
 
     /// Reads the buffered requests of connections whose poll was answered.
@@ -283,7 +292,8 @@ impl Server {
                 }
                 Ok(ReadEvent::Request(request)) => self.handle_request(id, request, now),
                 Err(HttpError { status, reason }) => {
-                    self.conns.refuse(id, status, reason, &mut self.rooms, now)
+                    let answer = ErrorAnswer::new(status, reason, self.conns.is_head(id));
+                    self.conns.refuse(id, answer, &mut self.rooms, now)
                 }
             }
         }
@@ -291,16 +301,24 @@ impl Server {
     }
 
     fn handle_request(&mut self, id: ConnId, request: Request, now: Instant) {
+        let reply = Reply {
+            persist: Persist::for_request(request.version, request.keep_alive),
+            head: request.method == Method::Head,
+            cors: self.cors.index(request.headers.origin.as_deref()),
+        };
         if self.shutting_down {
-            let reason = "server is shutting down";
-            return self.conns.refuse(id, 503, reason, &mut self.rooms, now);
+            let headers = self.cors.origin(reply.cors).map(cors::answer_headers);
+            let answer = ErrorAnswer {
+                headers: headers.as_ref().map_or(&[], |h| &h[..]),
+                ..ErrorAnswer::new(503, "server is shutting down", reply.head)
+            };
+            return self.conns.refuse(id, answer, &mut self.rooms, now);
         }
         let Some(peer) = self.conns.peer(id) else {
             return;
         };
-        let persist = Persist::for_request(request.version, request.keep_alive);
-        let action = self.route(peer, request, persist, now);
-        self.carry_out(id, action, persist, now);
+        let action = self.route(peer, request, reply.persist, now);
+        self.carry_out(id, action, reply, now);
     }
 
     /// What the request asks for.
@@ -350,7 +368,8 @@ impl Server {
     }
 
     /// Carries out what a route decided, through the connection layer.
-    fn carry_out(&mut self, id: ConnId, action: Action, persist: Persist, now: Instant) {
+    fn carry_out(&mut self, id: ConnId, action: Action, reply: Reply, now: Instant) {
+        let persist = reply.persist;
         let rooms = &mut self.rooms;
         match action {
             Action::Answer(data) => self.conns.answer(id, data, persist, rooms, now),
@@ -363,16 +382,21 @@ impl Server {
                 reason,
                 header,
             } => {
-                let value;
-                let headers: &[(&str, &str)] = match &header {
-                    Some((name, v)) => {
-                        value = [(*name, v.as_str())];
-                        &value
-                    }
-                    None => &[],
+                // Errors carry the CORS headers too, so a page can read why (and `Retry-After`).
+                let mut headers: Vec<(&str, &str)> = Vec::new();
+                if let Some((name, v)) = &header {
+                    headers.push((name, v.as_str()));
+                }
+                if let Some(origin) = self.cors.origin(reply.cors) {
+                    headers.extend(cors::answer_headers(origin));
+                }
+                let answer = ErrorAnswer {
+                    status,
+                    reason,
+                    headers: &headers,
+                    head_only: reply.head,
                 };
-                self.conns
-                    .error(id, status, reason, headers, persist, rooms, now);
+                self.conns.error(id, answer, persist, rooms, now);
             }
             Action::Hold(wait) => {
                 let slot = rooms.get_mut(wait.room).waiters.insert(Waiter {
@@ -380,12 +404,14 @@ impl Server {
                     json: wait.json,
                     persist,
                     cors: wait.cors,
+                    reset: wait.reset,
                 });
                 let hold = Hold {
                     room: wait.room,
                     slot,
                     after: wait.after,
                     since_all: wait.since_all,
+                    reset: wait.reset,
                     persist,
                     cors: wait.cors,
                 };
@@ -412,7 +438,8 @@ impl Server {
         } else {
             Cursor::at(epoch, hold.after)
         };
-        let data = batch::timed_out(cursor, self.cors.origin(hold.cors), hold.persist);
+        let origin = self.cors.origin(hold.cors);
+        let data = batch::timed_out(cursor, hold.reset, origin, hold.persist);
         self.conns
             .answer(id, data, hold.persist, &mut self.rooms, now);
         self.conns.ready(id);

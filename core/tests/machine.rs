@@ -478,7 +478,7 @@ fn publish_errors_have_their_status_and_reason() {
         ("application/json", b"not json", 400, "invalid JSON body\n"),
         (
             "application/x-www-form-urlencoded",
-            b"x=1",
+            b"id=1",
             400,
             "missing message field\n",
         ),
@@ -857,7 +857,7 @@ fn allow_listed_origins_get_cors_headers_and_preflights() {
     );
     assert_eq!(
         c.header("Access-Control-Expose-Headers"),
-        Some("Parlor-Cursor, Parlor-Gap")
+        Some("Parlor-Cursor, Parlor-Gap, Parlor-Reset, Retry-After")
     );
     assert_eq!(s.response(same).header("Access-Control-Allow-Origin"), None);
 }

@@ -411,7 +411,7 @@ fn publish_errors(kind: Kind) {
     // Missing or empty message.
     post(Some("text/plain"), b"").assert_error(400);
     post(None, b"").assert_error(400);
-    post(Some("application/x-www-form-urlencoded"), b"other=1").assert_error(400);
+    post(Some("application/x-www-form-urlencoded"), b"id=1").assert_error(400);
     post(Some("application/x-www-form-urlencoded"), b"message=").assert_error(400);
     post(Some("application/json"), br#"{"id":"x"}"#).assert_error(400);
     post(Some("application/json"), br#"{"message":""}"#).assert_error(400);

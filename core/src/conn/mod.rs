@@ -41,9 +41,10 @@ use bytes::Bytes;
 use core::net::IpAddr;
 use slab::Slab;
 
+use crate::cors::{self, Cors};
 use crate::http::{Limits, RequestReader};
 use crate::metrics::Metrics;
-use crate::response::{self, Persist, ResponseCache};
+use crate::response::{ErrorAnswer, Persist, ResponseCache};
 use crate::room::Rooms;
 use crate::timers::{Deadline, TimerKind, Timers};
 use crate::{ConnId, Error, Output};
@@ -65,6 +66,8 @@ pub(crate) struct Hold {
     /// itself when the poll asked for `since=0`.
     pub after: u64,
     pub since_all: bool,
+    /// The poll's cursor was of another epoch: the timeout answer carries the reset signal.
+    pub reset: bool,
     pub persist: Persist,
     /// Index of the request's allow-listed cross-origin `Origin`, if any (CORS headers).
     pub cors: Option<u16>,
@@ -157,7 +160,8 @@ impl Conns {
             None
         };
         match refusal {
-            Some(reason) => self.refuse(id, 503, reason, rooms, now),
+            // No request was read yet: its method is unknown, so the body is sent.
+            Some(reason) => self.refuse(id, ErrorAnswer::new(503, reason, false), rooms, now),
             None => self.set_timer(id, Some((now + s.head_timeout, TimerKind::Head))),
         }
         id
@@ -192,8 +196,11 @@ impl Conns {
     pub fn expire(&mut self, id: ConnId, kind: TimerKind, rooms: &mut Rooms, now: Instant) {
         match kind {
             TimerKind::Head => {
-                if self.slab[id.0].reader.in_request() {
-                    self.refuse(id, 408, "request not received in time", rooms, now);
+                let reader = &self.slab[id.0].reader;
+                if reader.in_request() {
+                    let head = reader.is_head();
+                    let answer = ErrorAnswer::new(408, "request not received in time", head);
+                    self.refuse(id, answer, rooms, now);
                 } else {
                     self.close(id, rooms, now);
                 }
@@ -204,16 +211,22 @@ impl Conns {
         }
     }
 
-    /// Shutdown: held polls get `503` and close, idle connections close, requests in progress
-    /// finish (and get `503`).
-    pub fn shutdown(&mut self, rooms: &mut Rooms, now: Instant) {
+    /// Shutdown: held polls get `503` (with the CORS headers their poll was owed) and close,
+    /// idle connections close, requests in progress finish (and get `503`).
+    pub fn shutdown(&mut self, rooms: &mut Rooms, cors: &Cors, now: Instant) {
         let ids: Vec<ConnId> = self.slab.iter().map(|(k, _)| ConnId(k)).collect();
         for id in ids {
             let c = &self.slab[id.0];
             match c.state {
-                State::Held(_) => {
+                State::Held(hold) => {
                     self.release_hold(id, rooms);
-                    self.refuse(id, 503, "server is shutting down", rooms, now);
+                    let origin = cors.origin(hold.cors);
+                    let headers = origin.map(cors::answer_headers);
+                    let answer = ErrorAnswer {
+                        headers: headers.as_ref().map_or(&[], |h| &h[..]),
+                        ..ErrorAnswer::new(503, "server is shutting down", false)
+                    };
+                    self.refuse(id, answer, rooms, now);
                 }
                 State::Open if !c.reader.in_request() => self.close(id, rooms, now),
                 State::Open | State::Closing => {}
@@ -299,48 +312,41 @@ impl Conns {
     }
 
     /// Answers a request error that keeps the connection (unless the request ends it).
-    #[allow(clippy::too_many_arguments)]
     pub fn error(
         &mut self,
         id: ConnId,
-        status: u16,
-        reason: &'static str,
-        headers: &[(&str, &str)],
+        answer: ErrorAnswer<'_>,
         persist: Persist,
         rooms: &mut Rooms,
         now: Instant,
     ) {
-        self.metrics.reject(status);
-        let data = if headers.is_empty() {
-            self.cache.error(status, reason, persist)
-        } else {
-            response::error(status, reason, headers, persist)
-        };
+        self.metrics.reject(answer.status);
+        let data = answer.encode(persist, &mut self.cache);
         self.answer(id, data, persist, rooms, now);
     }
 
-    /// Answers with an error and closes (for errors that end the connection).
-    pub fn refuse(
-        &mut self,
-        id: ConnId,
-        status: u16,
-        reason: &'static str,
-        rooms: &mut Rooms,
-        now: Instant,
-    ) {
-        self.metrics.reject(status);
-        let data = if status == 503 {
-            response::error(
-                status,
-                reason,
-                &[("Retry-After", RETRY_AFTER_SECS)],
-                Persist::Close,
-            )
+    /// Answers with an error and closes (for errors that end the connection). A `503` also
+    /// says when to come back (`Retry-After`).
+    pub fn refuse(&mut self, id: ConnId, answer: ErrorAnswer<'_>, rooms: &mut Rooms, now: Instant) {
+        self.metrics.reject(answer.status);
+        let data = if answer.status == 503 {
+            let mut headers = vec![("Retry-After", RETRY_AFTER_SECS)];
+            headers.extend_from_slice(answer.headers);
+            let answer = ErrorAnswer {
+                headers: &headers,
+                ..answer
+            };
+            answer.encode(Persist::Close, &mut self.cache)
         } else {
-            self.cache.error(status, reason, Persist::Close)
+            answer.encode(Persist::Close, &mut self.cache)
         };
         self.send(id, data, rooms);
         self.close(id, rooms, now);
+    }
+
+    /// Whether the request being read on `id` (or the one its reader refused) is a `HEAD`.
+    pub fn is_head(&self, id: ConnId) -> bool {
+        self.slab.get(id.0).is_some_and(|c| c.reader.is_head())
     }
 
     /// Asks the adapter to close after flushing; a close that does not finish in time is aborted.

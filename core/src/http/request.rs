@@ -22,7 +22,7 @@
 use std::fmt;
 
 use super::chunked::read_chunks;
-use super::head::{parse_head, Body, Request};
+use super::head::{parse_head, Body, Method, Request};
 
 /// The limits of one request, each with the status the reader answers when it is passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +118,8 @@ pub struct RequestReader {
     /// Read position in `buf`: bytes before it are consumed.
     pos: usize,
     state: State,
+    /// The request the reader refused was a `HEAD` (its answer has no body).
+    failed_head: bool,
 }
 
 impl RequestReader {
@@ -131,6 +133,7 @@ impl RequestReader {
                 searched: 0,
                 line_end: None,
             },
+            failed_head: false,
         }
     }
 
@@ -169,6 +172,16 @@ impl RequestReader {
         }
     }
 
+    /// Whether the request being read (or the one refused, once the reader failed) is a
+    /// `HEAD`, as far as its bytes tell: its answer, even an error, must have no body.
+    pub fn is_head(&self) -> bool {
+        match &self.state {
+            State::Head { .. } => self.buf[self.pos..].starts_with(b"HEAD "),
+            State::Body { request, .. } => request.method == Method::Head,
+            State::Failed => self.failed_head,
+        }
+    }
+
     /// Whether the reader returned an error and stopped.
     pub fn is_failed(&self) -> bool {
         matches!(self.state, State::Failed)
@@ -179,6 +192,7 @@ impl RequestReader {
         let result = self.step();
         match &result {
             Some(Err(_)) => {
+                self.failed_head = self.is_head();
                 self.state = State::Failed;
                 self.buf = Vec::new();
                 self.pos = 0;

@@ -166,14 +166,66 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
+/// An error answer to encode: `status` with `reason` and a newline as its plain-text body.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorAnswer<'a> {
+    /// Status code.
+    pub status: u16,
+    /// A short reason for a person, without the trailing newline.
+    pub reason: &'static str,
+    /// Extra header fields (`Allow`, `Retry-After`, the CORS headers).
+    pub headers: &'a [(&'a str, &'a str)],
+    /// The request was `HEAD`: headers only, `Content-Length` still the body's (RFC 9110 §9.3.2).
+    pub head_only: bool,
+}
+
+impl ErrorAnswer<'_> {
+    /// An error answer without extra headers.
+    pub fn new(status: u16, reason: &'static str, head_only: bool) -> ErrorAnswer<'static> {
+        ErrorAnswer {
+            status,
+            reason,
+            headers: &[],
+            head_only,
+        }
+    }
+
+    /// Encodes it (through `cache` when it has no extra headers).
+    pub fn encode(&self, persist: Persist, cache: &mut ResponseCache) -> Bytes {
+        if self.headers.is_empty() {
+            cache.error(self.status, self.reason, persist, self.head_only)
+        } else {
+            encode_error(
+                self.status,
+                self.reason,
+                self.headers,
+                persist,
+                self.head_only,
+            )
+        }
+    }
+}
+
 /// An error answer: `status` with `reason` and a newline as its plain-text body.
 pub fn error(status: u16, reason: &str, headers: &[(&str, &str)], persist: Persist) -> Bytes {
+    encode_error(status, reason, headers, persist, false)
+}
+
+/// [`error`], with the body left out (its length kept) when `head_only`.
+fn encode_error(
+    status: u16,
+    reason: &str,
+    headers: &[(&str, &str)],
+    persist: Persist,
+    head_only: bool,
+) -> Bytes {
     let mut body = Vec::with_capacity(reason.len() + 1);
     body.extend_from_slice(reason.as_bytes());
     body.push(b'\n');
     Response {
         headers,
         persist,
+        head_only,
         ..Response::new(status, Some(TEXT_PLAIN), &body)
     }
     .encode()
@@ -194,12 +246,24 @@ impl ResponseCache {
         Self::default()
     }
 
-    /// The error answer `status` with `reason` (see [`error`]), encoded once.
-    pub fn error(&mut self, status: u16, reason: &'static str, persist: Persist) -> Bytes {
-        self.errors
+    /// The error answer `status` with `reason` (see [`error`]), encoded once; the answer to a
+    /// `HEAD` is a slice of the same bytes, without the body.
+    pub fn error(
+        &mut self,
+        status: u16,
+        reason: &'static str,
+        persist: Persist,
+        head_only: bool,
+    ) -> Bytes {
+        let full = self
+            .errors
             .entry((status, reason, persist))
-            .or_insert_with(|| error(status, reason, &[], persist))
-            .clone()
+            .or_insert_with(|| error(status, reason, &[], persist));
+        if head_only {
+            full.slice(..full.len() - (reason.len() + 1))
+        } else {
+            full.clone()
+        }
     }
 }
 
@@ -250,14 +314,36 @@ mod tests {
     #[test]
     fn constant_responses_are_encoded_once() {
         let mut cache = ResponseCache::new();
-        let a = cache.error(400, "malformed request", Persist::Close);
-        let b = cache.error(400, "malformed request", Persist::Close);
+        let a = cache.error(400, "malformed request", Persist::Close, false);
+        let b = cache.error(400, "malformed request", Persist::Close, false);
         assert_eq!(
             a.as_ptr(),
             b.as_ptr(),
             "the second answer is a clone of the first"
         );
-        let c = cache.error(400, "malformed request", Persist::KeepAlive);
+        let c = cache.error(400, "malformed request", Persist::KeepAlive, false);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn error_answers_to_head_have_no_body() {
+        let mut cache = ResponseCache::new();
+        let full = cache.error(404, "not found", Persist::KeepAlive, false);
+        let head = cache.error(404, "not found", Persist::KeepAlive, true);
+        assert_eq!(&full[..head.len()], &head[..]);
+        assert!(head.ends_with(b"\r\n\r\n"), "the head, nothing after it");
+        assert_eq!(
+            &head[..],
+            &encode_error(404, "not found", &[], Persist::KeepAlive, true)[..]
+        );
+        let with_headers = ErrorAnswer {
+            headers: &[("Allow", "POST")],
+            ..ErrorAnswer::new(405, "method not allowed", true)
+        }
+        .encode(Persist::Close, &mut cache);
+        assert!(with_headers.ends_with(b"Allow: POST\r\nConnection: close\r\n\r\n"));
+        assert!(std::str::from_utf8(&with_headers)
+            .unwrap()
+            .contains("Content-Length: 19\r\n"));
     }
 }

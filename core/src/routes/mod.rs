@@ -22,7 +22,7 @@ use crate::room::{self, Rooms};
 /// The routes of the API and the page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
-    /// `/`, `/chat.js`, `/chat.css`
+    /// `/`, `/chat.js`, `/chat.css`, `/favicon.svg`, `/favicon.ico`
     Page(File),
     /// `/healthz`
     Healthz,
@@ -35,10 +35,12 @@ pub(crate) enum Route {
 }
 
 /// Every route by path.
-const PATHS: [(&str, Route); 7] = [
+const PATHS: [(&str, Route); 9] = [
     ("/", Route::Page(File::Index)),
     ("/chat.js", Route::Page(File::Script)),
     ("/chat.css", Route::Page(File::Style)),
+    ("/favicon.svg", Route::Page(File::Icon)),
+    ("/favicon.ico", Route::Page(File::Icon)),
     ("/healthz", Route::Healthz),
     ("/metrics", Route::Metrics),
     ("/subscribe", Route::Subscribe),
@@ -78,6 +80,8 @@ pub(crate) struct Wait {
     pub room: usize,
     pub after: u64,
     pub since_all: bool,
+    /// The poll's cursor was of another epoch (see `batch::Batch::reset`).
+    pub reset: bool,
     pub json: bool,
     pub cors: Option<u16>,
 }

@@ -135,7 +135,7 @@ fn encode_answer(ctx: &Ctx<'_>, cursor: Cursor<'_>, json: bool, origin: Option<&
     } else {
         (response::TEXT_PLAIN, format!("{cursor}\n"))
     };
-    let headers = poll_headers(&cursor, 0, "", origin);
+    let headers = poll_headers(&cursor, 0, "", false, origin);
     Response {
         headers: &headers,
         persist: ctx.persist,

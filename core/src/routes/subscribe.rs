@@ -39,10 +39,14 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
         }
         Some(Since::Seq(s)) => (s, room.first_seq().saturating_sub(s + 1)),
     };
+    // A cursor of another epoch points into a history that is gone (a restart, a lost log):
+    // the answer says so, whether it comes now or after the poll is held.
+    let reset = since == Some(Since::OtherEpoch);
     let cors = ctx.cors.index(request.headers.origin.as_deref());
     if room.last_seq > after {
         let batch = Batch {
             gap,
+            reset,
             json,
             max: ctx.config.batch_messages,
             persist: ctx.persist,
@@ -56,6 +60,7 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
         room: room_i,
         after,
         since_all: since == Some(Since::All),
+        reset,
         json,
         cors,
     })
