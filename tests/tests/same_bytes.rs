@@ -19,6 +19,8 @@ const FLAGS: &[&str] = &[
     "8",
     "--max-body-bytes",
     "512",
+    "--allow-origin",
+    "http://good.example",
 ];
 
 /// One step: a label, the raw bytes (`{E}` stands for the server's epoch, `{H}` for its
@@ -134,7 +136,32 @@ fn script() -> Vec<Step> {
         step("HTTP/1.0 keep-alive", "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
         step("Connection: close", "GET /healthz HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n"),
         expect,
+        // HEAD answers without a body (errors too), CORS on error answers, curl -d bodies.
+        head_step("HEAD 404", "HEAD /nope HTTP/1.1\r\nHost: {H}\r\n\r\n"),
+        head_step("HEAD 405", "HEAD /publish HTTP/1.1\r\nHost: {H}\r\n\r\n"),
+        head_step("HEAD 400", "HEAD / HTTP/1.1\r\n\r\n"),
+        head_step("HEAD 414", &format!("HEAD {long_uri} HTTP/1.1\r\nHost: {{H}}\r\n\r\n")),
+        head_step("HEAD /favicon.svg", "HEAD /favicon.svg HTTP/1.1\r\nHost: {H}\r\n\r\n"),
+        get("GET /favicon.ico", "/favicon.ico"),
+        step("404 to an allowed origin", "GET /nope HTTP/1.1\r\nHost: {H}\r\nOrigin: http://good.example\r\n\r\n"),
+        step(
+            "413 to an allowed origin",
+            &format!(
+                "POST /publish?room=a HTTP/1.1\r\nHost: {{H}}\r\nOrigin: http://good.example\r\nContent-Length: 65\r\n\r\n{}",
+                "x".repeat(65)
+            ),
+        ),
+        post("curl -d as typed", "/publish?room=c", "application/x-www-form-urlencoded", "c++ is 100% fun"),
+        get("curl -d stored", "/subscribe?room=c&since=0"),
+        get("other epoch json", "/subscribe?room=a&since=1-1&format=json"),
     ]
+}
+
+fn head_step(label: &'static str, bytes: &str) -> Step {
+    Step {
+        head: true,
+        ..step(label, bytes)
+    }
 }
 
 /// Runs the script; returns each step's responses, normalised.
