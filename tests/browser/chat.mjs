@@ -19,13 +19,19 @@
 //      dialog opens (any dialog fails the test);
 //   3. a reload shows the room's recent history;
 //   4. messages sent while one page is offline appear there once it is back online;
-//   5. a screenshot of the page is written to <screenshot-dir>/chat-<server-name>.png
+//   5. the server restarts under the pages (killed, then started again on the same address:
+//      PARLOR_SERVER_BIN and PARLOR_SERVER_PID name it; tests/tests/browser.rs sets both): the
+//      next message shows after the divider "earlier messages may be missing: the server
+//      restarted", in a page and in a follower tab of its browser (the flag travels with the
+//      leader's batch);
+//   6. a screenshot of the page is written to <screenshot-dir>/chat-<server-name>.png
 //      (default: target/screenshots in the workspace).
 // Page errors, CSP violations and other console errors (an error status, such as a 404 for
 // /favicon.ico, included) fail the test too.
 // Exit status 0 on success, 1 on failure (with the reason on stderr), 2 on bad usage.
 // Set up with `cargo xtask setup` (installs chromium and runs `npm ci` here; `cargo xtask test` does it too).
 
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -359,6 +365,35 @@ async function tabs(browser, base) {
   await hung.close();
 }
 
+// The server started again by step 5, stopped at exit.
+let restarted = null;
+
+// Kills the server (as a crash would: no goodbye answers) and starts the same binary on the same
+// address, retrying while the address is still taken. Resolves once it listens.
+async function restartServer(base) {
+  const bin = process.env.PARLOR_SERVER_BIN;
+  const pid = Number(process.env.PARLOR_SERVER_PID);
+  process.kill(pid, 'SIGKILL');
+  const listen = new URL(base).host;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const child = spawn(bin, ['--listen', listen], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const up = await new Promise((resolve) => {
+      let out = '';
+      child.stdout.on('data', (d) => {
+        out += d;
+        if (out.includes('listening on')) resolve(true);
+      });
+      child.on('exit', () => resolve(false));
+    });
+    if (up) {
+      restarted = child;
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`could not start ${bin} on ${listen} again`);
+}
+
 let browser;
 let status = 0;
 try {
@@ -453,7 +488,34 @@ try {
   }
   check();
 
-  // 5. A picture for a person.
+  // 5. The server restarts under the pages: the divider, then the next message.
+  if (process.env.PARLOR_SERVER_BIN && process.env.PARLOR_SERVER_PID) {
+    const follower = await ctxA.newPage();
+    watch(follower, 'page A2');
+    await follower.goto(pageUrl);
+    await ready(follower, 'page A2');
+    if ((await role(follower)) !== 'follower') throw new Error(`page A2 is ${await role(follower)}, not a follower`);
+    await restartServer(base);
+    t = Date.now();
+    const fresh = 'after the restart ' + Date.now();
+    await publish(base, room, fresh);
+    const divider = 'earlier messages may be missing: the server restarted';
+    for (const [p, label] of [[a, 'page A'], [follower, 'page A2 (follower)'], [b, 'page B']]) {
+      await shown(p, label, fresh, RECONNECT_MS);
+      const items = await p.$$eval('#messages li', (els) => els.map((e) => e.textContent));
+      const at = items.indexOf(divider);
+      const msg = items.findIndex((x) => x.includes(fresh));
+      if (at < 0 || at > msg || items.filter((x) => x === divider).length !== 1) {
+        throw new Error(`${label}: expected one divider ${JSON.stringify(divider)} before ${JSON.stringify(fresh)}: ${JSON.stringify(items.slice(-5))}`);
+      }
+    }
+    log(`server restarted: the divider and the next message shown ${Date.now() - t} ms after the publish`);
+    check();
+  } else {
+    log('restart step skipped: PARLOR_SERVER_BIN and PARLOR_SERVER_PID not set');
+  }
+
+  // 6. A picture for a person.
   mkdirSync(shotDir, { recursive: true });
   const shot = path.join(shotDir, `chat-${serverName}.png`);
   await a.screenshot({ path: shot });
@@ -465,6 +527,7 @@ try {
   status = 1;
 } finally {
   if (browser) await browser.close().catch(() => {});
+  if (restarted) restarted.kill('SIGKILL');
   rmSync(profileRoot, { recursive: true, force: true });
 }
 process.exit(status);

@@ -63,6 +63,10 @@ fn chat_page_in_chromium(kind: Kind) {
         .arg(server.url())
         .arg(kind.short())
         .arg(&shots)
+        // Step 5 restarts the server under the page: it kills this one and starts the binary
+        // again on the same address (and stops that one when it ends).
+        .env("PARLOR_SERVER_BIN", kind.binary())
+        .env("PARLOR_SERVER_PID", server.pid().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
