@@ -292,7 +292,13 @@ impl Server {
                 }
                 Ok(ReadEvent::Request(request)) => self.handle_request(id, request, now),
                 Err(HttpError { status, reason }) => {
-                    let answer = ErrorAnswer::new(status, reason, self.conns.is_head(id));
+                    // A head that parsed (e.g. a body too large) still gets its CORS headers.
+                    let allowed = self.cors.index(self.conns.failed_origin(id));
+                    let headers = self.cors.origin(allowed).map(cors::answer_headers);
+                    let answer = ErrorAnswer {
+                        headers: headers.as_ref().map_or(&[], |h| &h[..]),
+                        ..ErrorAnswer::new(status, reason, self.conns.is_head(id))
+                    };
                     self.conns.refuse(id, answer, &mut self.rooms, now)
                 }
             }

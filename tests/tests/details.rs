@@ -281,6 +281,22 @@ fn cors_headers_on_every_answer_status(kind: Kind) {
     let head = c.read_head_response();
     head.assert_status(404);
     assert_cors(&head, "HEAD 404");
+    // Errors of the HTTP layer whose head was read carry them too (they close the connection).
+    for (fields, status) in [
+        ("Content-Length: 100000\r\n", 413),
+        ("Transfer-Encoding: chunked\r\n\r\nfffffff\r\n", 413),
+        ("Expect: magic\r\nContent-Length: 1\r\n", 417),
+        ("Transfer-Encoding: gzip\r\n", 501),
+        ("Content-Length: 1\r\nContent-Length: 2\r\n", 400),
+    ] {
+        let mut c = Client::connect(s.addr());
+        let req =
+            format!("POST /publish?room=a HTTP/1.1\r\nHost: h\r\nOrigin: {ORIGIN}\r\n{fields}\r\n");
+        c.send(req.as_bytes());
+        let r = c.read_response();
+        r.assert_error(status).assert_closes();
+        assert_cors(&r, &format!("HTTP-layer {status}"));
+    }
     // Another origin gets none of it.
     let r = s.exchange("GET", "/nope", &[("Origin", "http://other.example")], b"");
     r.assert_error(404);

@@ -344,6 +344,11 @@ impl Conns {
         self.close(id, rooms, now);
     }
 
+    /// The `Origin` of the request `id`'s reader refused, when its head was parsed.
+    pub fn failed_origin(&self, id: ConnId) -> Option<&str> {
+        self.slab.get(id.0).and_then(|c| c.reader.failed_origin())
+    }
+
     /// Whether the request being read on `id` (or the one its reader refused) is a `HEAD`.
     pub fn is_head(&self, id: ConnId) -> bool {
         self.slab.get(id.0).is_some_and(|c| c.reader.is_head())

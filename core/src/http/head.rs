@@ -2,9 +2,10 @@
 //!
 //! [`parse_head`] runs once the head's end has been found (see `request.rs`), in three steps:
 //! the request line (method, target, version), then the header fields, collected one by one
-//! into [`Fields`] (a field that is itself invalid is refused at once, in order of arrival), then
-//! the framing decisions that need all the fields (how the body is delimited, whether the
-//! connection stays open).
+//! into [`Fields`] (the first field that is itself invalid, in order of arrival, is what the
+//! request is refused for; the others are still collected, so the refusal knows the request's
+//! `Origin`), then the framing decisions that need all the fields (how the body is delimited,
+//! whether the connection stays open).
 
 use super::chunked::Chunk;
 use super::{HttpError, Limits, MAX_HEADERS_CAP};
@@ -112,8 +113,13 @@ pub(super) enum Body {
 }
 
 /// Parses a complete head (request line, fields, the empty line) into the request, with an
-/// empty body, and the framing of that body.
-pub(super) fn parse_head(head: &[u8], limits: &Limits) -> Result<(Request, Body), HttpError> {
+/// empty body, and the framing of that body. A head that parses but whose body cannot be read
+/// (too large, conflicting framing, no `Host`) still yields its request, beside the error, so
+/// the error answer can honour its method (`HEAD`) and its origin (CORS).
+pub(super) fn parse_head(
+    head: &[u8],
+    limits: &Limits,
+) -> Result<(Request, Result<Body, HttpError>), HttpError> {
     if head.starts_with(b"PRI * HTTP/2") {
         return Err(HttpError::new(505, "HTTP/2 is not supported"));
     }
@@ -150,13 +156,19 @@ pub(super) fn parse_head(head: &[u8], limits: &Limits) -> Result<(Request, Body)
         Version::Http11
     };
     let mut fields = Fields::default();
+    let mut refused = None;
     for h in parsed.headers.iter() {
-        fields.collect(h.name, h.value, version)?;
+        if let Err(e) = fields.collect(h.name, h.value, version) {
+            refused.get_or_insert(e);
+        }
     }
-    let framing = fields.framing(version, limits)?;
+    let framing = match refused {
+        Some(e) => Err(e),
+        None => fields.framing(version, limits),
+    };
     let keep_alive = fields.keep_alive(version);
     let mut headers = fields.headers;
-    if matches!(framing, Body::Length(0)) {
+    if matches!(framing, Ok(Body::Length(0))) {
         headers.expect_continue = false;
     }
     let request = Request {

@@ -120,6 +120,8 @@ pub struct RequestReader {
     state: State,
     /// The request the reader refused was a `HEAD` (its answer has no body).
     failed_head: bool,
+    /// The `Origin` of the request the reader refused, if its head was parsed (CORS headers).
+    failed_origin: Option<String>,
 }
 
 impl RequestReader {
@@ -134,6 +136,7 @@ impl RequestReader {
                 line_end: None,
             },
             failed_head: false,
+            failed_origin: None,
         }
     }
 
@@ -182,6 +185,11 @@ impl RequestReader {
         }
     }
 
+    /// The `Origin` of the request the reader refused, when its head was parsed.
+    pub fn failed_origin(&self) -> Option<&str> {
+        self.failed_origin.as_deref()
+    }
+
     /// Whether the reader returned an error and stopped.
     pub fn is_failed(&self) -> bool {
         matches!(self.state, State::Failed)
@@ -193,6 +201,9 @@ impl RequestReader {
         match &result {
             Some(Err(_)) => {
                 self.failed_head = self.is_head();
+                if let State::Body { request, .. } = &mut self.state {
+                    self.failed_origin = request.headers.origin.take();
+                }
                 self.state = State::Failed;
                 self.buf = Vec::new();
                 self.pos = 0;
@@ -253,7 +264,12 @@ impl RequestReader {
         let end = found?;
         match parse_head(&data[..end], &self.limits) {
             Err(e) => Some(Err(e)),
-            Ok((request, framing)) => {
+            Ok((request, Err(e))) => {
+                // `next_event` still sees a head starting with `HEAD ` in the buffer.
+                self.failed_origin = request.headers.origin;
+                Some(Err(e))
+            }
+            Ok((request, Ok(framing))) => {
                 self.pos += end;
                 self.state = State::Body {
                     request: Box::new(request),
