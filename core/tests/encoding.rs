@@ -80,3 +80,22 @@ fn a_cursor_of_another_epoch_waits_in_a_room_without_history() {
     assert_eq!(r.header("Parlor-Gap"), None);
     assert_eq!(r.header("Parlor-Cursor"), Some(s.cursor(1).as_str()));
 }
+
+#[test]
+fn a_cursor_of_another_epoch_must_still_be_well_formed() {
+    let mut s = Sim::default();
+    s.publish("r", "x");
+    // Well formed: answered from the oldest retained message.
+    assert_eq!(s.get("/subscribe?room=r&since=zz-7").text(), "x");
+    let longest = format!("zz-{}", "9".repeat(19));
+    assert_eq!(
+        s.get(&format!("/subscribe?room=r&since={longest}")).text(),
+        "x"
+    );
+    // A sequence that is not a number of at most 19 digits is not a cursor, whatever its epoch.
+    let too_long = format!("zz-{}", "1".repeat(20));
+    for bad in ["zz-x", "zz-1a", "zz-", too_long.as_str()] {
+        let r = s.get(&format!("/subscribe?room=r&since={bad}"));
+        assert_eq!((r.status, r.text()), (400, "invalid cursor\n"), "{bad}");
+    }
+}
