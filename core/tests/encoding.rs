@@ -99,3 +99,56 @@ fn a_cursor_of_another_epoch_must_still_be_well_formed() {
         assert_eq!((r.status, r.text()), (400, "invalid cursor\n"), "{bad}");
     }
 }
+
+#[test]
+fn every_status_line_has_its_reason_phrase() {
+    use parlor_core::Config;
+    use std::time::Duration;
+    let mut s = Sim::new(Config {
+        allow_origins: vec!["https://ok.example".into()],
+        publish_rate: 1,
+        publish_burst: 1,
+        max_rooms: 1,
+        ..Config::default()
+    });
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(9000));
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "POST /publish HTTP/1.1\r\nHost: h\r\nOrigin: http://evil.example\r\nContent-Length: 1\r\n\r\nx".into(),
+            "403 Forbidden",
+        ),
+        ("DELETE / HTTP/1.1\r\nHost: h\r\n\r\n".into(), "405 Method Not Allowed"),
+        (long_uri, "414 URI Too Long"),
+        (post("image/png", "x"), "415 Unsupported Media Type"),
+        (
+            "POST /publish HTTP/1.1\r\nHost: h\r\nExpect: nothing\r\nContent-Length: 1\r\n\r\nx".into(),
+            "417 Expectation Failed",
+        ),
+        (post("text/plain", "one"), "200 OK"),
+        (post("text/plain", "two"), "429 Too Many Requests"),
+        (
+            "GET /subscribe?room=other HTTP/1.1\r\nHost: h\r\n\r\n".into(),
+            "503 Service Unavailable",
+        ),
+        (
+            "POST /publish HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n".into(),
+            "501 Not Implemented",
+        ),
+        ("GET / HTTP/2.0\r\nHost: h\r\n\r\n".into(), "505 HTTP Version Not Supported"),
+    ];
+    for (req, line) in cases {
+        let (_, r) = s.request(&req);
+        let expected = format!("HTTP/1.1 {line}\r\n");
+        assert!(
+            r.raw.starts_with(expected.as_bytes()),
+            "{line}: {:?}",
+            String::from_utf8_lossy(&r.raw)
+        );
+    }
+    let c = s.connect();
+    s.feed(c, "GET / HTTP/1.1\r\n");
+    s.advance(Duration::from_secs(10));
+    assert!(s
+        .received(c)
+        .starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
+}
