@@ -86,6 +86,20 @@ pub fn split_cursor(cursor: &str) -> (&str, u64) {
     (epoch, seq)
 }
 
+/// The milliseconds since the Unix epoch that a cursor's epoch tag (lowercase base 36) encodes.
+pub fn epoch_ms(epoch: &str) -> u64 {
+    epoch.bytes().fold(0u64, |acc, b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'z' => b - b'a' + 10,
+            _ => panic!("epoch {epoch:?} is not lowercase base 36"),
+        };
+        acc.checked_mul(36)
+            .and_then(|a| a.checked_add(u64::from(digit)))
+            .unwrap_or_else(|| panic!("epoch {epoch:?} out of range"))
+    })
+}
+
 /// One sample of a Prometheus text exposition: metric name, raw label set (without braces) and
 /// value.
 #[derive(Clone, Debug, PartialEq)]

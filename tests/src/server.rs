@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::client::{Client, Response};
 
@@ -138,6 +138,15 @@ pub struct Server {
     addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
     exited: Option<ExitStatus>,
+    /// Wall-clock milliseconds just before the process was started and just after its start-up
+    /// line: the server's epoch (the first part of every cursor) lies between them.
+    started_ms: (u64, u64),
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Server {
@@ -160,6 +169,7 @@ impl Server {
 
     fn spawn(kind: Kind, nofile: Option<u32>, args: &[&str]) -> Server {
         let binary = kind.binary();
+        let before_ms = unix_ms();
         let mut cmd = match nofile {
             None => Command::new(&binary),
             Some(n) => {
@@ -263,7 +273,34 @@ impl Server {
             addr,
             stderr,
             exited: None,
+            started_ms: (before_ms, unix_ms()),
         }
+    }
+
+    /// Asserts that `cursor` is exactly this server's cursor for message `seq` of a room: its
+    /// epoch is the server's start time (base 36 milliseconds, within the moments the process was
+    /// started and announced itself) and its sequence number is `seq`.
+    #[track_caller]
+    pub fn assert_cursor(&self, cursor: &str, seq: u64) {
+        let (epoch, got) = crate::split_cursor(cursor);
+        assert_eq!(got, seq, "cursor {cursor:?} is not message {seq}");
+        let ms = crate::epoch_ms(epoch);
+        let (lo, hi) = self.started_ms;
+        assert!(
+            (lo..=hi).contains(&ms),
+            "cursor {cursor:?}: epoch {ms} ms is not the start of this server ({lo}..={hi} ms)"
+        );
+    }
+
+    /// The server's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_else(|e| panic!("read /proc/{}/status: {e}", self.pid()));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{}/status", self.pid()))
     }
 
     /// Which server this is.

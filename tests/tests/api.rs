@@ -274,6 +274,7 @@ fn publish_text(kind: Kind) {
         .assert_type("text/plain; charset=utf-8")
         .assert_dynamic();
     let cursor = r.cursor();
+    s.assert_cursor(&cursor, 1);
     assert_eq!(
         r.text(),
         format!("{cursor}\n"),
@@ -292,6 +293,7 @@ fn publish_no_content_type(kind: Kind) {
     let r = s.exchange("POST", "/publish?room=t", &[], b"raw body");
     r.assert_status(200);
     let cursor = r.cursor();
+    s.assert_cursor(&cursor, 1);
     let g = s.get("/subscribe?room=t&since=0");
     assert_eq!(g.text(), "raw body");
     assert_eq!(g.cursor(), cursor);
@@ -303,6 +305,7 @@ fn publish_no_content_type(kind: Kind) {
         b"mixed case",
     );
     r.assert_status(200);
+    s.assert_cursor(&r.cursor(), 2);
     let r = s.exchange(
         "POST",
         "/publish?room=t",
@@ -310,6 +313,7 @@ fn publish_no_content_type(kind: Kind) {
         br#"{"message":"json"}"#,
     );
     r.assert_status(200);
+    s.assert_cursor(&r.cursor(), 3);
 }
 
 fn publish_form(kind: Kind) {
@@ -322,6 +326,7 @@ fn publish_form(kind: Kind) {
     );
     r.assert_status(200);
     let cursor = r.cursor();
+    s.assert_cursor(&cursor, 1);
     assert_eq!(r.text(), format!("{cursor}\n"));
     let g = s.get("/subscribe?room=f&since=0");
     assert_eq!(g.text(), "hello world! ✓");
@@ -339,6 +344,7 @@ fn publish_json(kind: Kind) {
         .assert_type("application/json")
         .assert_dynamic();
     let cursor = r.cursor();
+    s.assert_cursor(&cursor, 1);
     assert_eq!(r.json(), serde_json::json!({ "cursor": cursor }));
     let g = s.get("/subscribe?room=j&since=0");
     assert_eq!(g.text(), "hi \"there\" ✓");
@@ -355,6 +361,7 @@ fn publish_json(kind: Kind) {
     );
     r.assert_status(200).assert_type("application/json");
     assert_eq!(r.json()["cursor"], Value::String(r.cursor()));
+    s.assert_cursor(&r.cursor(), 2);
 }
 
 fn publish_json_idempotent_id(kind: Kind) {
@@ -373,7 +380,8 @@ fn publish_json_idempotent_id(kind: Kind) {
     let other = send(r#"{"message":"another","id":"k-2"}"#);
     let again = send(r#"{"message":"once","id":"k-1"}"#);
     assert_eq!(again, first, "a repeated id returns the original cursor");
-    assert_ne!(other, first);
+    s.assert_cursor(&first, 1);
+    s.assert_cursor(&other, 2);
     let b = s.get("/subscribe?room=i&since=0&format=json");
     b.assert_status(200);
     let texts: Vec<_> = b.json()["messages"]
@@ -397,6 +405,7 @@ fn publish_chunked(kind: Kind) {
     let r = c.read_response();
     r.assert_status(200);
     let cursor = r.cursor();
+    s.assert_cursor(&cursor, 1);
     let g = s.get("/subscribe?room=c&since=0");
     assert_eq!(g.text(), "hello world");
     assert_eq!(g.cursor(), cursor);
@@ -649,6 +658,9 @@ fn since_answers_at_once(kind: Kind) {
     let c1 = s.publish("s", "first");
     let c2 = s.publish("s", "second");
     let c3 = s.publish("s", "third");
+    for (c, seq) in [(&c1, 1), (&c2, 2), (&c3, 3)] {
+        s.assert_cursor(c, seq);
+    }
     let t = Instant::now();
     let r = s.get(&format!("/subscribe?room=s&since={c1}"));
     r.assert_status(200)
@@ -666,6 +678,7 @@ fn since_answers_at_once(kind: Kind) {
     c.send_request("GET", &format!("/subscribe?room=s&since={c3}"), &[], b"");
     c.expect_nothing(Duration::from_millis(400));
     let c4 = s.publish("s", "fourth");
+    s.assert_cursor(&c4, 4);
     let r = c.read_response();
     assert_eq!(r.text(), "fourth");
     assert_eq!(r.cursor(), c4);
@@ -678,6 +691,7 @@ fn since_zero(kind: Kind) {
     c.send_request("GET", "/subscribe?room=z&since=0", &[], b"");
     c.expect_nothing(Duration::from_millis(400));
     let c1 = s.publish("z", "one");
+    s.assert_cursor(&c1, 1);
     let r = c.read_response();
     r.assert_status(200);
     assert_eq!(r.text(), "one");
@@ -701,6 +715,8 @@ fn last_event_id(kind: Kind) {
     let s = Server::start(kind);
     let c1 = s.publish("l", "one");
     let c2 = s.publish("l", "two");
+    s.assert_cursor(&c1, 1);
+    s.assert_cursor(&c2, 2);
     let r = s.exchange("GET", "/subscribe?room=l", &[("Last-Event-ID", &c1)], b"");
     r.assert_status(200);
     assert_eq!(r.text(), "two");
@@ -712,6 +728,9 @@ fn json_batch(kind: Kind) {
     let c1 = s.publish("j", "one");
     let c2 = s.publish("j", "two");
     let c3 = s.publish("j", "<b>three</b> \"q\" ✓");
+    for (c, seq) in [(&c1, 1), (&c2, 2), (&c3, 3)] {
+        s.assert_cursor(c, seq);
+    }
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -844,15 +863,16 @@ fn gap_after_byte_eviction(kind: Kind) {
     let v = r.json();
     let msgs = v["messages"].as_array().expect("messages");
     let gap = v["gap"].as_u64().expect("gap");
-    assert!(
-        gap >= 1,
-        "older messages were evicted by size: a gap is signalled\n{r}"
-    );
+    // 15-byte texts in 40 bytes: the fourth publish leaves messages 3 and 4 (30 bytes), so a
+    // cursor at message 1 missed exactly message 2.
+    assert_eq!(gap, 1, "older messages were evicted by size\n{r}");
     assert_eq!(
         gap as usize + msgs.len(),
         3,
         "missed + delivered = the 3 messages after the cursor\n{r}"
     );
+    assert_eq!(msgs.len(), 2, "{r}");
+    assert_eq!(msgs[0]["text"], "message-0000003");
     assert_eq!(msgs.last().unwrap()["text"], "message-0000004");
     let plain = s.get(&format!("/subscribe?room=g&since={}", cs[0]));
     assert_eq!(
@@ -885,13 +905,12 @@ fn cursor_of_another_epoch(kind: Kind) {
         .must_header("Parlor-Gap")
         .parse()
         .unwrap_or_else(|_| panic!("Parlor-Gap is a number in\n{r}"));
-    assert!(
-        gap >= 1,
-        "messages were missed: explicit gap signal, got {gap}"
-    );
+    // History 3 of 5 messages: messages 1 and 2 are gone, the oldest retained is 3.
+    assert_eq!(gap, 2, "messages 1 and 2 were missed");
     let r = s.get(&format!("/subscribe?room=x&since={other}-7&format=json"));
     let v = r.json();
-    assert!(v["gap"].as_u64().is_some_and(|g| g >= 1), "{r}");
+    assert_eq!(v["gap"], 2, "{r}");
+    assert_eq!(r.header("Parlor-Gap"), Some("2"), "{r}");
     assert_eq!(v["messages"][0]["text"], "m3");
 }
 
@@ -922,6 +941,7 @@ fn held_poll_then_publish(kind: Kind) {
     c.expect_nothing(Duration::from_millis(300));
     let t = Instant::now();
     let cursor = s.publish("h", "hello, waiter");
+    s.assert_cursor(&cursor, 1);
     let r = c.read_response();
     assert!(t.elapsed() < parlor_tests::PROMPT);
     r.assert_status(200)
@@ -959,6 +979,7 @@ fn held_polls_fan_out(kind: Kind) {
     }
     s.wait_held(20);
     let cursor = s.publish("f", "to all");
+    s.assert_cursor(&cursor, 1);
     for (i, c) in clients.iter_mut().enumerate() {
         let r = c.read_response();
         r.assert_status(200);
@@ -974,6 +995,7 @@ fn held_polls_fan_out(kind: Kind) {
 fn poll_timeout_keeps_cursor(kind: Kind) {
     let s = Server::with_args(kind, &["--poll-timeout", "300ms"]);
     let c1 = s.publish("p", "one");
+    s.assert_cursor(&c1, 1);
     let mut c = s.client();
     let t = Instant::now();
     c.send_request("GET", &format!("/subscribe?room=p&since={c1}"), &[], b"");
@@ -1005,8 +1027,7 @@ fn poll_timeout_without_since(kind: Kind) {
     // Empty room: the cursor to poll with next is "before the first message".
     let r = s.get("/subscribe?room=e");
     r.assert_status(204);
-    let (_, seq) = split_cursor(&r.cursor());
-    assert_eq!(seq, 0, "empty room: <epoch>-0\n{r}");
+    s.assert_cursor(&r.cursor(), 0);
     let c2 = {
         s.publish("e", "one");
         s.publish("e", "two")
@@ -1014,4 +1035,5 @@ fn poll_timeout_without_since(kind: Kind) {
     let r = s.get("/subscribe?room=e");
     r.assert_status(204);
     assert_eq!(r.cursor(), c2, "the cursor to poll with next is the newest");
+    s.assert_cursor(&c2, 2);
 }

@@ -11,6 +11,7 @@ both!(
     pipelining,
     pipelining_behind_held_poll,
     pipeline_cap_pauses_reading,
+    back_pressure_bounds_memory,
     http10_closes,
     http10_keep_alive,
     connection_close_honoured,
@@ -56,6 +57,7 @@ fn keep_alive(kind: Kind) {
         r.assert_status(200);
         r.cursor()
     };
+    s.assert_cursor(&cursor, 1);
     let r = c.get("/subscribe?room=k&since=0");
     assert_eq!(r.cursor(), cursor);
 }
@@ -87,6 +89,7 @@ fn pipelining(kind: Kind) {
     let r2 = c.read_response();
     r2.assert_status(200);
     let cursor = r2.cursor();
+    s.assert_cursor(&cursor, 1);
     let r3 = c.read_response();
     r3.assert_status(200);
     assert_eq!(r3.text(), "piped");
@@ -116,6 +119,7 @@ fn pipelining_behind_held_poll(kind: Kind) {
     // Answers are in order: nothing until the poll is answered.
     c.expect_nothing(Duration::from_millis(300));
     let cursor = s.publish("hp", "release");
+    s.assert_cursor(&cursor, 1);
     let r = c.read_response();
     r.assert_status(200);
     assert_eq!(r.text(), "release");
@@ -355,6 +359,7 @@ fn expect_continue(kind: Kind) {
     let r = c.read_response();
     r.assert_status(200);
     let cursor = r.cursor();
+    s.assert_cursor(&cursor, 1);
     let g = s.get("/subscribe?room=x&since=0");
     assert_eq!(g.text(), "hello");
     assert_eq!(g.cursor(), cursor);
@@ -526,6 +531,109 @@ fn pipeline_cap_pauses_reading(kind: Kind) {
         let r = c.read_response();
         assert_eq!(r.status, 200, "pipelined request {i}:\n{r}");
         assert_eq!(r.text(), "ok\n");
+    }
+    pump.join().expect("pump").expect("all requests written");
+    c.expect_nothing(Duration::from_millis(100));
+}
+
+fn back_pressure_bounds_memory(kind: Kind) {
+    // Tens of MiB pipelined behind a held poll, written without blocking: the server reads up to
+    // its pipeline cap and stops, so the kernel buffers fill and the writer gets `WouldBlock`
+    // long before everything is written, while the server's memory stays bounded. (parlor-mio
+    // takes about 4 MiB and grows by under 1 MiB; parlor-smol, whose connection tasks keep
+    // reading until the owner's PauseRead reaches them through a 256-event channel of 64 KiB
+    // reads, takes up to about 22 MiB and grows by up to about 32 MiB.) Then a publish
+    // answers the poll and every pipelined request is answered, in order.
+    const BODY: usize = 60 * 1024;
+    // About 100 MiB: more than the RSS bound below, so a server that buffers it all fails that too.
+    const REQUESTS: usize = 1700;
+    let s = Server::start(kind);
+    let mut c = s.client();
+    let host = c.host().to_owned();
+    let body = vec![b'x'; BODY];
+    // Every 7th request is a health check (200), the others a body to a missing page (404): the
+    // pattern shows that the answers come in order.
+    let is_health = |i: usize| i % 7 == 0;
+    let mut bytes = Vec::with_capacity(REQUESTS * (BODY + 128));
+    for i in 0..REQUESTS {
+        if is_health(i) {
+            bytes.extend(parlor_tests::request(
+                "GET",
+                &format!("/healthz?n={i}"),
+                &host,
+                &[],
+                b"",
+            ));
+        } else {
+            bytes.extend(parlor_tests::request(
+                "POST",
+                &format!("/nope?n={i}"),
+                &host,
+                &[],
+                &body,
+            ));
+        }
+    }
+    let total = bytes.len();
+    c.send_request("GET", "/subscribe?room=bp", &[], b"");
+    s.wait_held(1);
+    let rss_before = s.rss_kib();
+
+    let mut writer = c.stream().try_clone().expect("clone");
+    writer.set_nonblocking(true).expect("non-blocking");
+    let mut written = 0;
+    let mut would_block = 0u32;
+    let mut last_progress = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Write until the socket has refused every write for a second (or all is written).
+    while written < total && last_progress.elapsed() < Duration::from_secs(1) {
+        assert!(
+            Instant::now() < deadline,
+            "writer neither blocked nor finished in 60 s"
+        );
+        match writer.write(&bytes[written..]) {
+            Ok(n) => {
+                written += n;
+                last_progress = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                would_block += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("write after {written} bytes: {e}"),
+        }
+    }
+    assert!(would_block > 0, "the writer never blocked");
+    assert!(
+        written < total / 2,
+        "{written} of {total} bytes were taken while the poll was held: the server does not \
+         stop reading"
+    );
+    let rss_after = s.rss_kib();
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "server RSS grew from {rss_before} KiB to {rss_after} KiB with {written} bytes pipelined"
+    );
+
+    // Release the poll, then write the rest (blocking, on a thread) while reading the answers.
+    writer.set_nonblocking(false).expect("blocking");
+    let cursor = s.publish("bp", "go");
+    let pump = std::thread::spawn(move || writer.write_all(&bytes[written..]));
+    c.set_timeout(Duration::from_secs(30));
+    let r = c.read_response();
+    r.assert_status(200);
+    assert_eq!((r.text(), r.cursor()), ("go", cursor));
+    for i in 0..REQUESTS {
+        let r = c.read_response();
+        if is_health(i) {
+            assert_eq!(
+                (r.status, r.text()),
+                (200, "ok\n"),
+                "pipelined request {i}:\n{r}"
+            );
+        } else {
+            r.assert_error(404);
+        }
     }
     pump.join().expect("pump").expect("all requests written");
     c.expect_nothing(Duration::from_millis(100));
