@@ -485,7 +485,7 @@ fn subscribe_from_origin(target: &str) -> String {
 }
 
 const CORS_HEADERS: &str = "Access-Control-Allow-Origin: https://ok.example\r\n\
-                            Access-Control-Expose-Headers: Parlor-Cursor, Parlor-Gap\r\n\
+                            Access-Control-Expose-Headers: Parlor-Cursor, Parlor-Gap, Parlor-Reset, Retry-After\r\n\
                             Vary: Origin\r\n";
 
 #[test]
@@ -568,7 +568,7 @@ fn vary_origin_is_sent_wherever_cors_applies() {
     assert_eq!(r.header("Vary"), Some("Origin"));
     assert_eq!(
         r.header("Access-Control-Expose-Headers"),
-        Some("Parlor-Cursor, Parlor-Gap")
+        Some("Parlor-Cursor, Parlor-Gap, Parlor-Reset, Retry-After")
     );
     // A preflight.
     let (_, r) = s.request(&format!(

@@ -35,19 +35,36 @@ fn json_answers_escape_every_control_character_exactly() {
 
 #[test]
 fn a_form_body_without_a_field_is_the_message() {
-    // `curl -d 'hello+there%21'`: a form with no `=` is the text itself, percent-decoded.
+    // `curl -d 'hello+there%21'`: a body that is not a form with a `message` (or `id`) field is
+    // the text exactly as sent, not decoded.
     let mut s = Sim::default();
-    let (_, r) = s.request(&post("application/x-www-form-urlencoded", "hello+there%21"));
+    for text in ["hello+there%21", "bad%zz", "a=b"] {
+        let (_, r) = s.request(&post("application/x-www-form-urlencoded", text));
+        assert_eq!(r.status, 200, "{text}");
+        assert_eq!(s.get("/subscribe?room=r&since=0&format=json").status, 200);
+    }
+    let r = s.get("/subscribe?room=r&since=0&format=json");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let texts: Vec<_> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["hello+there%21", "bad%zz", "a=b"]);
+    // A real form is decoded: its `message` field is the text.
+    let (_, r) = s.request(&post(
+        "application/x-www-form-urlencoded",
+        "message=hello+there%21",
+    ));
     assert_eq!(r.status, 200);
-    assert_eq!(s.get("/subscribe?room=r&since=0").text(), "hello there!");
-    let (_, r) = s.request(&post("application/x-www-form-urlencoded", "bad%zz"));
+    let r = s.get(&format!("/subscribe?room=r&since={}-3", s.epoch()));
+    assert_eq!(r.text(), "hello there!");
+    let (_, r) = s.request(&post("application/x-www-form-urlencoded", "message=bad%zz"));
     assert_eq!(
         (r.status, r.text()),
-        (400, "form body is not valid UTF-8 or percent-encoding\n")
+        (400, "form field is not valid UTF-8 or percent-encoding\n")
     );
-    // With an `=` it is a form: the message is its field.
-    let (_, r) = s.request(&post("application/x-www-form-urlencoded", "a=b"));
-    assert_eq!((r.status, r.text()), (400, "missing message field\n"));
 }
 
 #[test]
