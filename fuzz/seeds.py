@@ -82,7 +82,8 @@ SPLIT = [
 # The machine's operations (fuzz/harness/src/machine.rs). Connections are picked by index among
 # the open ones, lowest id first. Templates: 0 subscribe, 1 subscribe JSON (Accept), 2 subscribe
 # format=json, 3 subscribe HTTP/1.0 with Last-Event-ID, 4 publish text, 5 publish JSON, 6 publish
-# form, 7 chunked publish with Expect, 8 GET /, 9 /metrics, 10 HEAD /healthz, 11 DELETE, 12 CSS.
+# form, 7 chunked publish with Expect, 8 GET /, 9 /metrics, 10 HEAD /healthz, 11 DELETE, 12 CSS,
+# 13 event stream (HTTP/1.1, chunked), 14 event stream JSON (HTTP/1.0, Last-Event-ID).
 # Room: 0 a, 1 b, 2 none (main), 3 c. Flags: low 3 bits the cursor (2 since=0, 3 epoch-0, 4 ahead,
 # 5 other epoch, 6-7 last seen), 0x08 Connection: close, bits 4-5 Origin, bits 6-7 text and id.
 def accept(peer=0): return bytes([0, peer])
@@ -133,6 +134,14 @@ MACHINE = {
     # Graceful shutdown with a held poll, an idle connection, a half request; then a new one.
     "shutdown": bytes([0]) + accept() + req(0, 0) + accept() + accept() + raw(2, b"GET / HT")
     + SHUTDOWN + accept() + FINISH + wait(4) + wait(),
+    # Event streams: live and resumed, both framings, heartbeats, a publish, EOF, shutdown.
+    "sse": bytes([0]) + accept() + req(0, 13) + accept() + req(1, 14) + accept(1) + req(2, 13, 0, 0x26)
+    + accept(2) + req(3, 4) + flush(3) + wait(2) + wait() + req(3, 5, 0, 0x40) + eof(1) + wait()
+    + req(3, 13, 0, 5) + flush(3) + SHUTDOWN + FINISH + wait(),
+    # Tiny caps: a stream's maximum age, heartbeats, and a slow stream cut off by the unsent cap.
+    "sse-tiny": bytes([1]) + accept() + req(0, 13) + accept() + req(1, 14, 1) + accept(1) + req(2, 4)
+    + req(2, 4) + wait(1) + wait() + flush(0) + req(2, 4, 0, 0x40) + wait() + wait() + FINISH
+    + accept() + req(2, 13, 0, 2) + raw(2, b"GET / HTTP/1.1\r\n\r\n") + req(2, 8) + eof(2),
     # Idle and head timeouts, time steps.
     "timers": bytes([1]) + accept() + wait(0) + wait(1) + wait(2) + accept() + req(1, 8) + wait(3)
     + wait(5) + FINISH + wait(6) + wait(),

@@ -9,7 +9,7 @@ use crate::cors::Cors;
 use crate::cursor::Cursor;
 use crate::form::push_json_string;
 use crate::response::{self, push_u64, Persist, Response};
-use crate::room::{Room, Waiter};
+use crate::room::{Message, Room, Waiter};
 use crate::ConnId;
 
 /// What tells two answers to the same poll apart: JSON or plain, the connection header, the
@@ -39,6 +39,18 @@ pub(crate) fn poll_headers<'a>(
         headers.extend(cors::answer_headers(origin));
     }
     headers
+}
+
+/// Appends one message as the JSON object a batch lists (and an event stream's `format=json`
+/// events carry): `{"cursor":…,"time":…,"text":…}`.
+pub(crate) fn push_message_json(out: &mut Vec<u8>, epoch: &str, m: &Message) {
+    out.extend_from_slice(b"{\"cursor\":\"");
+    Cursor::at(epoch, m.seq).push_to(out);
+    out.extend_from_slice(b"\",\"time\":");
+    push_u64(out, m.time_ms);
+    out.extend_from_slice(b",\"text\":");
+    push_json_string(out, &m.text);
+    out.push(b'}');
 }
 
 /// How to encode a poll's answer.
@@ -87,13 +99,7 @@ impl Batch<'_> {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(b"{\"cursor\":\"");
-            Cursor::at(&room.epoch, m.seq).push_to(&mut body);
-            body.extend_from_slice(b"\",\"time\":");
-            push_u64(&mut body, m.time_ms);
-            body.extend_from_slice(b",\"text\":");
-            push_json_string(&mut body, &m.text);
-            body.push(b'}');
+            push_message_json(&mut body, &room.epoch, m);
             next = m.seq;
             count += 1;
         }

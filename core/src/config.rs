@@ -57,6 +57,14 @@ pub struct Config {
     /// `https://chat.example.com`. Same-origin requests and requests without `Origin` are always
     /// allowed.
     pub allow_origins: Vec<String>,
+    /// The reconnection delay a Server-Sent Events stream asks its client for, in its first
+    /// bytes (`retry:`; `--sse-retry`).
+    pub sse_retry: Duration,
+    /// A stream silent this long gets a `: keepalive` comment (`--sse-heartbeat`).
+    pub sse_heartbeat: Duration,
+    /// A stream open this long is ended cleanly, so its client reconnects with `Last-Event-ID`
+    /// (`--sse-max-age`); `0` is no limit.
+    pub sse_max_age: Duration,
 }
 
 impl Default for Config {
@@ -78,6 +86,9 @@ impl Default for Config {
             publish_rate: 0,
             publish_burst: 20,
             allow_origins: Vec::new(),
+            sse_retry: Duration::from_secs(3),
+            sse_heartbeat: Duration::from_secs(15),
+            sse_max_age: Duration::ZERO,
         }
     }
 }
@@ -85,8 +96,8 @@ impl Default for Config {
 impl Config {
     /// Checks that the values make sense together. The error names the field at fault.
     ///
-    /// Zero is an error for every cap and timeout, except the two that document `0` as "off"
-    /// (`max_connections_per_ip`, `publish_rate`).
+    /// Zero is an error for every cap and timeout, except those that document `0` as "off"
+    /// (`max_connections_per_ip`, `publish_rate`, `sse_max_age`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("max_connections", self.max_connections),
@@ -120,6 +131,8 @@ impl Config {
             ("poll_timeout", self.poll_timeout),
             ("head_timeout", self.head_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("sse_retry", self.sse_retry),
+            ("sse_heartbeat", self.sse_heartbeat),
         ];
         for (flag, value) in timeouts {
             if value.is_zero() {

@@ -131,6 +131,7 @@ mod rate;
 mod room;
 mod routes;
 mod server;
+mod sse;
 mod timers;
 
 // `crate::response` is the response encoder wherever the crate answers.

@@ -12,6 +12,10 @@ pub(crate) struct Metrics {
     pub published: u64,
     pub delivered: u64,
     pub bytes_sent: u64,
+    /// Message events sent on event streams (one per message per stream).
+    pub events_sent: u64,
+    /// Event streams cut off for not reading (past the unsent-bytes cap).
+    pub stream_cutoffs: u64,
     /// Requests answered with an error, by status.
     rejected: HashMap<u16, u64>,
 }
@@ -21,6 +25,7 @@ pub(crate) struct Metrics {
 pub(crate) struct Gauges {
     pub connections: usize,
     pub held: usize,
+    pub streams: usize,
     pub rooms: usize,
 }
 
@@ -32,7 +37,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn text(&self, g: Gauges) -> Vec<u8> {
-        let table: [(&str, &str, &str, u64); 8] = [
+        let table: [(&str, &str, &str, u64); 11] = [
             (
                 "parlor_connections",
                 "gauge",
@@ -44,6 +49,12 @@ impl Metrics {
                 "gauge",
                 "Long-polls being held.",
                 g.held as u64,
+            ),
+            (
+                "parlor_sse_streams",
+                "gauge",
+                "Server-Sent Events streams open.",
+                g.streams as u64,
             ),
             ("parlor_rooms", "gauge", "Rooms.", g.rooms as u64),
             (
@@ -75,6 +86,18 @@ impl Metrics {
                 "counter",
                 "Response bytes handed to the adapter.",
                 self.bytes_sent,
+            ),
+            (
+                "parlor_sse_events_sent_total",
+                "counter",
+                "Message events sent on event streams (one per message per stream).",
+                self.events_sent,
+            ),
+            (
+                "parlor_sse_stream_cutoffs_total",
+                "counter",
+                "Event streams cut off for not reading their events.",
+                self.stream_cutoffs,
             ),
         ];
         let mut s = String::with_capacity(1024);

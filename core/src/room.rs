@@ -34,6 +34,16 @@ pub(crate) struct Waiter {
     pub reset: bool,
 }
 
+/// An open event stream: who listens, and in which encoding (see `sse.rs`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamWaiter {
+    pub conn: ConnId,
+    /// `format=json` events rather than the text as `data:` lines.
+    pub json: bool,
+    /// Each event is an HTTP/1.1 chunk (else the body is close-delimited).
+    pub chunked: bool,
+}
+
 /// One room.
 #[derive(Debug)]
 pub(crate) struct Room {
@@ -48,6 +58,8 @@ pub(crate) struct Room {
     /// The sequence number of the newest message ever published (0: none yet).
     pub last_seq: u64,
     pub waiters: Slab<Waiter>,
+    /// Open event streams: unlike a poll, a stream stays after each delivery.
+    pub streams: Slab<StreamWaiter>,
     /// Client-chosen publish ids still in the history, and their messages' sequence numbers.
     pub ids: HashMap<Box<str>, u64>,
 }
@@ -61,6 +73,7 @@ impl Room {
             bytes: 0,
             last_seq: 0,
             waiters: Slab::new(),
+            streams: Slab::new(),
             ids: HashMap::new(),
         }
     }
@@ -162,6 +175,11 @@ impl Rooms {
     /// Takes a held poll out of room `room`'s waiters.
     pub fn remove_waiter(&mut self, room: usize, slot: usize) {
         self.list[room].waiters.try_remove(slot);
+    }
+
+    /// Takes an event stream out of room `room`'s streams.
+    pub fn remove_stream(&mut self, room: usize, slot: usize) {
+        self.list[room].streams.try_remove(slot);
     }
 }
 

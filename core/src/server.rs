@@ -15,7 +15,7 @@ use core::net::IpAddr;
 
 use crate::batch;
 use crate::config::Config;
-use crate::conn::{Conns, Hold, Received};
+use crate::conn::{Conns, Hold, Received, Stream};
 use crate::cors::{self, Cors};
 use crate::cursor::{self, Cursor};
 use crate::http::{HttpError, Method, ReadEvent, Request};
@@ -23,8 +23,9 @@ use crate::metrics::Gauges;
 use crate::page::Page;
 use crate::rate::RateLimit;
 use crate::response::{self, ErrorAnswer, Persist};
-use crate::room::{Rooms, Waiter};
-use crate::routes::{self, publish, subscribe, Action, Ctx, Route};
+use crate::room::{Rooms, StreamWaiter, Waiter};
+use crate::routes::{self, events, publish, subscribe, Action, Ctx, Route};
+use crate::sse;
 use crate::timers::TimerKind;
 
 /// A connection's id: its slot in the server's slab. Adapters map it to their own handles
@@ -356,11 +357,13 @@ impl Server {
                 let text = self.conns.metrics.text(Gauges {
                     connections: self.conns.len(),
                     held: self.conns.held(),
+                    streams: self.conns.streams(),
                     rooms: self.rooms.len(),
                 });
                 Action::Answer(routes::metrics(&text, head, persist))
             }
             Route::Subscribe => subscribe::handle(&ctx, &mut self.rooms, &request),
+            Route::Events => events::handle(&ctx, &mut self.rooms, &request),
             Route::Publish => {
                 let from = publish::Sender {
                     peer,
@@ -423,6 +426,21 @@ impl Server {
                 };
                 self.conns.hold(id, hold, now);
             }
+            Action::Stream(open) => {
+                let slot = rooms.get_mut(open.room).streams.insert(StreamWaiter {
+                    conn: id,
+                    json: open.json,
+                    chunked: open.chunked,
+                });
+                let stream = Stream {
+                    room: open.room,
+                    slot,
+                    bytes: sse::stream_bytes(open.chunked),
+                    ends: None,
+                };
+                self.conns.metrics.events_sent += open.events;
+                self.conns.stream(id, stream, open.start, rooms, now);
+            }
             Action::Published { room, seq, answer } => {
                 if let Some(seq) = seq {
                     self.conns.metrics.published += 1;
@@ -451,9 +469,10 @@ impl Server {
         self.conns.ready(id);
     }
 
-    /// Answers every held poll of a room with the message `seq`, one shared `Bytes` per
-    /// representation.
+    /// Answers every held poll of a room with the message `seq`, and sends it to every event
+    /// stream of the room: one shared `Bytes` per representation.
     fn fan_out(&mut self, room_i: usize, seq: u64, now: Instant) {
+        self.stream_out(room_i, seq, now);
         let mut waiters = std::mem::take(&mut self.rooms.get_mut(room_i).waiters);
         if waiters.is_empty() {
             self.rooms.get_mut(room_i).waiters = waiters;
@@ -473,6 +492,20 @@ impl Server {
         // Keep the slab's capacity for the next round unless new polls came in meanwhile.
         if self.rooms.get(room_i).waiters.is_empty() {
             self.rooms.get_mut(room_i).waiters = waiters;
+        }
+    }
+
+    /// Sends the message `seq` to every event stream of a room (they stay in the room).
+    fn stream_out(&mut self, room_i: usize, seq: u64, now: Instant) {
+        let room = self.rooms.get(room_i);
+        if room.streams.is_empty() {
+            return;
+        }
+        let sent = sse::fan_out(room, &room.streams, seq);
+        self.conns.metrics.events_sent += sent.len() as u64;
+        for (conn, data) in sent {
+            // A slow reader is cut off here (past the unsent cap) and leaves the room.
+            self.conns.stream_send(conn, data, &mut self.rooms, now);
         }
     }
 

@@ -19,6 +19,8 @@ pub(crate) enum TimerKind {
     Idle,
     /// A held poll.
     Poll,
+    /// An event stream: its heartbeat (after silence) or its maximum age, whichever is first.
+    Heartbeat,
     /// Waiting for the adapter to finish closing.
     Closing,
 }

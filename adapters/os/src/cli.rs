@@ -169,6 +169,15 @@ struct Flags {
         value_parser = origin
     )]
     allow_origin: Vec<String>,
+    /// Reconnection delay an event stream asks its client for (retry:)
+    #[arg(long, env = "PARLOR_SSE_RETRY", value_name = "DUR", value_parser = duration)]
+    sse_retry: Duration,
+    /// Silence after which an event stream gets a keepalive comment
+    #[arg(long, env = "PARLOR_SSE_HEARTBEAT", value_name = "DUR", value_parser = duration)]
+    sse_heartbeat: Duration,
+    /// An event stream open this long is ended cleanly, 0 = no limit
+    #[arg(long, env = "PARLOR_SSE_MAX_AGE", value_name = "DUR", value_parser = duration)]
+    sse_max_age: Duration,
     /// How long a graceful shutdown waits for connections to close
     #[arg(long, env = "PARLOR_SHUTDOWN_GRACE", value_name = "DUR", value_parser = duration)]
     shutdown_grace: Duration,
@@ -201,6 +210,9 @@ fn command(program: &str, default_max_connections: usize) -> clap::Command {
         ("max_message_bytes", c.max_message_bytes.to_string()),
         ("publish_rate", c.publish_rate.to_string()),
         ("publish_burst", c.publish_burst.to_string()),
+        ("sse_retry", show_duration(c.sse_retry)),
+        ("sse_heartbeat", show_duration(c.sse_heartbeat)),
+        ("sse_max_age", show_duration(c.sse_max_age)),
         ("shutdown_grace", show_duration(d.shutdown_grace)),
     ];
     let mut cmd = Flags::command()
@@ -264,6 +276,9 @@ fn to_cli(matches: &ArgMatches) -> Result<Cli, ConfigError> {
         publish_rate: f.publish_rate,
         publish_burst: f.publish_burst,
         allow_origins: f.allow_origin,
+        sse_retry: f.sse_retry,
+        sse_heartbeat: f.sse_heartbeat,
+        sse_max_age: f.sse_max_age,
         ..Config::default()
     };
     config.limits.max_head = f.max_head_bytes;
@@ -495,7 +510,7 @@ mod tests {
             .get_arguments()
             .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
             .collect();
-        assert_eq!(flags.len(), 21);
+        assert_eq!(flags.len(), 24);
         for arg in flags {
             let long = arg.get_long().unwrap();
             let flag = format!("--{long}");

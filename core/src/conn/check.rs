@@ -9,7 +9,22 @@ impl Conns {
     pub fn check_invariants(&self, rooms: &Rooms) -> Result<(), String> {
         let s = &self.settings;
         let mut held = 0;
+        let mut streaming = 0;
         for (k, c) in self.slab.iter() {
+            if let State::Streaming(st) = c.state {
+                streaming += 1;
+                let w = rooms
+                    .get(st.room)
+                    .streams
+                    .get(st.slot)
+                    .ok_or(format!("conn {k}: stream slot missing"))?;
+                if w.conn != ConnId(k) {
+                    return Err(format!("conn {k}: stream slot names conn {}", w.conn.0));
+                }
+                if c.deadline.kind() != Some(crate::timers::TimerKind::Heartbeat) {
+                    return Err(format!("conn {k}: stream without its heartbeat"));
+                }
+            }
             if let State::Held(h) = c.state {
                 held += 1;
                 let w = rooms
@@ -41,7 +56,19 @@ impl Conns {
                 self.held
             ));
         }
+        let streams: usize = rooms.iter().map(|r| r.streams.len()).sum();
+        if streams != streaming || streaming != self.streams {
+            return Err(format!(
+                "room streams {streams}, streaming conns {streaming}, gauge {}",
+                self.streams
+            ));
+        }
         for r in rooms.iter() {
+            for (_, w) in r.streams.iter() {
+                if !self.slab.contains(w.conn.0) {
+                    return Err(format!("stream for closed conn {}", w.conn.0));
+                }
+            }
             for (_, w) in r.waiters.iter() {
                 if !self.slab.contains(w.conn.0) {
                     return Err(format!("waiter for closed conn {}", w.conn.0));

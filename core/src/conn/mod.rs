@@ -13,6 +13,7 @@
 //!   │          │  ▲                                            │
 //!   │          │  └── answered: publish (wake), poll timeout ──┘
 //!   │          │      (release_hold)
+//!   │          │ request is GET /events (stream) ──────────────► Streaming ──► Closing
 //!   │          │ error (refuse), Connection: close, timeout, EOF, shutdown, write cap passed
 //!   │          ▼       (close, or abort past the write cap)
 //!   │       Closing ──── handle_closed (closed) ────► slot freed
@@ -25,10 +26,16 @@
 //!   meanwhile are buffered, up to `max_pipeline_bytes`; past that the adapter is told to pause
 //!   reading. Answering the poll returns the connection to Open and puts it on the ready list,
 //!   so the server reads what was buffered.
+//! * **Streaming**: a `GET /events` stream, in its room's slab of streams until the connection
+//!   ends (EOF, maximum age, shutdown, write cap passed: Open → Streaming → Closing, never
+//!   back). It reads no more requests: what arrives is dropped, so reading never pauses and the
+//!   peer's EOF is seen. Its one deadline is the heartbeat, pushed back by every event sent, and
+//!   capped by the stream's maximum age.
 //! * **Closing**: `Close` or `Abort` was emitted; only `handle_closed` frees the slot.
 //!
 //! Each connection has at most one deadline (see `timers.rs`), whose kind follows its state:
-//! head read or idle keep-alive while Open, the poll while Held, closing while Closing.
+//! head read or idle keep-alive while Open, the poll while Held, the heartbeat while Streaming,
+//! closing while Closing.
 //! [`Conns::settle`] puts the deadline and the read pause in line after every change.
 //!
 //! This layer knows connections, bytes and rooms' waiter slots; it does not know routes, cursors
@@ -73,10 +80,39 @@ pub(crate) struct Hold {
     pub cors: Option<u16>,
 }
 
+/// The constant bytes of an event stream's framing, handed over by the route (`sse.rs`).
+#[derive(Debug)]
+pub(crate) struct StreamBytes {
+    /// The heartbeat comment, sent after a heartbeat interval of silence.
+    pub heartbeat: &'static [u8],
+    /// What ends the body cleanly before the close (the terminating chunk, or nothing).
+    pub end: &'static [u8],
+}
+
+/// An open event stream: where it sits in its room, and when it must end.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stream {
+    pub room: usize,
+    pub slot: usize,
+    pub bytes: &'static StreamBytes,
+    /// When the stream is ended (its maximum age), if ever.
+    pub ends: Option<Instant>,
+}
+
+/// What a stream's deadline asks for (see [`Conns::stream_due`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StreamDue {
+    /// Silent for a heartbeat interval: the heartbeat was sent.
+    Heartbeat,
+    /// The stream reached its maximum age: it was ended.
+    Ended,
+}
+
 #[derive(Debug)]
 enum State {
     Open,
     Held(Hold),
+    Streaming(Stream),
     Closing,
 }
 
@@ -105,6 +141,9 @@ struct Settings {
     head_timeout: Duration,
     idle_timeout: Duration,
     poll_timeout: Duration,
+    sse_heartbeat: Duration,
+    /// Zero: streams have no maximum age.
+    sse_max_age: Duration,
 }
 
 /// Every connection, their deadlines and the outputs for the adapter.
@@ -119,6 +158,8 @@ pub(crate) struct Conns {
     ready: Vec<ConnId>,
     /// Polls held now.
     held: usize,
+    /// Event streams open now.
+    streams: usize,
     cache: ResponseCache,
     settings: Settings,
     /// The counters (this layer counts accepts, requests, bytes and errors).
@@ -180,7 +221,7 @@ impl Conns {
     /// The socket is gone: frees the slot.
     pub fn closed(&mut self, id: ConnId, rooms: &mut Rooms) -> Result<(), Error> {
         self.get_mut(id)?;
-        self.release_hold(id, rooms);
+        self.leave_room(id, rooms);
         self.set_timer(id, None);
         let c = self.slab.remove(id.0);
         if let Some(count) = self.per_ip.get_mut(&c.peer) {
@@ -207,12 +248,16 @@ impl Conns {
             }
             TimerKind::Idle => self.close(id, rooms, now),
             TimerKind::Closing => self.outputs.push_back(Output::Abort { conn: id }),
+            TimerKind::Heartbeat => {
+                self.stream_due(id, rooms, now);
+            }
             TimerKind::Poll => {}
         }
     }
 
     /// Shutdown: held polls get `503` (with the CORS headers their poll was owed) and close,
-    /// idle connections close, requests in progress finish (and get `503`).
+    /// event streams end cleanly, idle connections close, requests in progress finish (and get
+    /// `503`).
     pub fn shutdown(&mut self, rooms: &mut Rooms, cors: &Cors, now: Instant) {
         let ids: Vec<ConnId> = self.slab.iter().map(|(k, _)| ConnId(k)).collect();
         for id in ids {
@@ -228,6 +273,7 @@ impl Conns {
                     };
                     self.refuse(id, answer, rooms, now);
                 }
+                State::Streaming(_) => self.end_stream(id, rooms, now),
                 State::Open if !c.reader.in_request() => self.close(id, rooms, now),
                 State::Open | State::Closing => {}
             }
@@ -263,7 +309,8 @@ impl Conns {
                 false
             }
             State::Held(_) => c.reader.buffered() >= s.max_pipeline_bytes,
-            State::Closing => false,
+            // A stream discards what it reads (see `receive`), so it keeps reading to see EOF.
+            State::Streaming(_) | State::Closing => false,
         };
         let c = &mut self.slab[id.0];
         if pause != c.paused {
@@ -289,7 +336,10 @@ impl Conns {
         let over = c.unsent > self.settings.max_unsent_bytes;
         self.outputs.push_back(Output::Send { conn: id, data });
         if over {
-            self.release_hold(id, rooms);
+            if matches!(self.slab[id.0].state, State::Streaming(_)) {
+                self.metrics.stream_cutoffs += 1;
+            }
+            self.leave_room(id, rooms);
             self.slab[id.0].state = State::Closing;
             self.outputs.push_back(Output::Abort { conn: id });
             self.set_timer(id, None);
@@ -362,7 +412,7 @@ impl Conns {
         if matches!(c.state, State::Closing) {
             return;
         }
-        self.release_hold(id, rooms);
+        self.leave_room(id, rooms);
         self.slab[id.0].state = State::Closing;
         self.outputs.push_back(Output::Close { conn: id });
         let closing = now + self.settings.head_timeout;
@@ -406,4 +456,102 @@ impl Conns {
         self.held -= 1;
         self.set_timer(id, None);
     }
+}
+
+// --- event streams -------------------------------------------------------------------------
+
+impl Conns {
+    /// Event streams open now.
+    pub fn streams(&self) -> usize {
+        self.streams
+    }
+
+    /// Open → Streaming: the connection listens in `stream.room`'s slot `stream.slot` from now
+    /// on. Sends `start` (the head and first events) and arms the heartbeat. The connection
+    /// reads no more requests; what arrives is discarded, so only its EOF matters.
+    pub fn stream(
+        &mut self,
+        id: ConnId,
+        mut stream: Stream,
+        start: Bytes,
+        rooms: &mut Rooms,
+        now: Instant,
+    ) {
+        let s = self.settings;
+        if !s.sse_max_age.is_zero() {
+            stream.ends = Some(now + s.sse_max_age);
+        }
+        let c = &mut self.slab[id.0];
+        c.state = State::Streaming(stream);
+        c.reader.release();
+        self.streams += 1;
+        self.set_timer(
+            id,
+            Some((heartbeat_due(s, stream.ends, now), TimerKind::Heartbeat)),
+        );
+        self.send(id, start, rooms);
+    }
+
+    /// Sends an event on a stream and pushes its heartbeat back (without touching the timer
+    /// set, so a busy stream costs no timer work per event).
+    pub fn stream_send(&mut self, id: ConnId, data: Bytes, rooms: &mut Rooms, now: Instant) {
+        self.send(id, data, rooms);
+        let s = self.settings;
+        if let Some(c) = self.slab.get_mut(id.0) {
+            if let State::Streaming(stream) = c.state {
+                let due = heartbeat_due(s, stream.ends, now);
+                self.timers
+                    .push_back(id, &mut c.deadline, TimerKind::Heartbeat, due);
+            }
+        }
+    }
+
+    /// A stream's deadline fired: past its maximum age it ends, else it gets a heartbeat.
+    pub fn stream_due(&mut self, id: ConnId, rooms: &mut Rooms, now: Instant) -> Option<StreamDue> {
+        let State::Streaming(stream) = self.slab.get(id.0)?.state else {
+            return None;
+        };
+        if stream.ends.is_some_and(|end| end <= now) {
+            self.end_stream(id, rooms, now);
+            return Some(StreamDue::Ended);
+        }
+        // The deadline has just fired (disarmed): sending re-arms it.
+        let beat = Bytes::from_static(stream.bytes.heartbeat);
+        self.stream_send(id, beat, rooms, now);
+        Some(StreamDue::Heartbeat)
+    }
+
+    /// Ends a stream cleanly (the terminating chunk, if chunked) and closes the connection.
+    pub fn end_stream(&mut self, id: ConnId, rooms: &mut Rooms, now: Instant) {
+        let Some(State::Streaming(stream)) = self.slab.get(id.0).map(|c| &c.state) else {
+            return;
+        };
+        let end = stream.bytes.end;
+        self.leave_room(id, rooms);
+        if !end.is_empty() {
+            self.send(id, Bytes::from_static(end), rooms);
+        }
+        self.close(id, rooms, now);
+    }
+
+    /// Takes a held poll or an event stream out of its room; the connection is Open after.
+    fn leave_room(&mut self, id: ConnId, rooms: &mut Rooms) {
+        if self.release_hold(id, rooms).is_some() {
+            return;
+        }
+        let Some(c) = self.slab.get_mut(id.0) else {
+            return;
+        };
+        if let State::Streaming(stream) = c.state {
+            c.state = State::Open;
+            rooms.remove_stream(stream.room, stream.slot);
+            self.streams -= 1;
+        }
+    }
+}
+
+/// When a stream that sent something at `now` needs its heartbeat, or its end.
+fn heartbeat_due(s: Settings, ends: Option<Instant>, now: Instant) -> Instant {
+    let beat = now + s.sse_heartbeat;
+    ends.map_or(beat, |end| end.min(beat))
 }

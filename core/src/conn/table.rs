@@ -36,6 +36,7 @@ impl Conns {
             per_ip: HashMap::new(),
             ready: Vec::new(),
             held: 0,
+            streams: 0,
             cache: ResponseCache::new(),
             settings: Settings {
                 limits: config.limits,
@@ -46,6 +47,8 @@ impl Conns {
                 head_timeout: config.head_timeout,
                 idle_timeout: config.idle_timeout,
                 poll_timeout: config.poll_timeout,
+                sse_heartbeat: config.sse_heartbeat,
+                sse_max_age: config.sse_max_age,
             },
             metrics: Metrics::default(),
         }
@@ -89,7 +92,8 @@ impl Conns {
     /// Buffers bytes that arrived, unless the connection is closing or past its EOF.
     pub fn receive(&mut self, id: ConnId, data: &[u8]) -> Result<Received, Error> {
         let c = self.get_mut(id)?;
-        if matches!(c.state, State::Closing) || c.eof {
+        // A stream reads no more requests: what its peer sends is dropped.
+        if matches!(c.state, State::Closing | State::Streaming(_)) || c.eof {
             return Ok(Received::Ignored);
         }
         c.reader.push(data);

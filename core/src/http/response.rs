@@ -120,6 +120,19 @@ impl<'a> Response<'a> {
 
     /// Appends the encoded response to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.encode_head_into(out, true);
+        if !self.head_only && self.status != 204 {
+            out.extend_from_slice(self.body);
+        }
+    }
+
+    /// Appends the head of a response whose body follows in pieces (an event stream): no
+    /// `Content-Length`, and the framing header, if any, among `headers`.
+    pub fn encode_stream_head_into(&self, out: &mut Vec<u8>) {
+        self.encode_head_into(out, false);
+    }
+
+    fn encode_head_into(&self, out: &mut Vec<u8>, with_length: bool) {
         out.extend_from_slice(b"HTTP/1.1 ");
         push_u64(out, u64::from(self.status));
         out.push(b' ');
@@ -131,7 +144,7 @@ impl<'a> Response<'a> {
             out.extend_from_slice(b"\r\n");
         }
         // 204 (and 1xx) must not carry Content-Length (RFC 9110 §8.6).
-        if self.status != 204 {
+        if with_length && self.status != 204 {
             out.extend_from_slice(b"Content-Length: ");
             push_u64(out, self.body.len() as u64);
             out.extend_from_slice(b"\r\n");
@@ -145,9 +158,6 @@ impl<'a> Response<'a> {
         }
         out.extend_from_slice(self.persist.header());
         out.extend_from_slice(b"\r\n");
-        if !self.head_only && self.status != 204 {
-            out.extend_from_slice(self.body);
-        }
     }
 }
 

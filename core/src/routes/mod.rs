@@ -6,6 +6,7 @@
 //! connection invariant. To add a route: a variant of [`Route`], its path and methods in the
 //! tables below, and a handler (a file of its own when it is more than a few lines).
 
+pub(crate) mod events;
 pub(crate) mod publish;
 pub(crate) mod subscribe;
 
@@ -32,10 +33,12 @@ pub(crate) enum Route {
     Subscribe,
     /// `/publish`
     Publish,
+    /// `/events`
+    Events,
 }
 
 /// Every route by path.
-const PATHS: [(&str, Route); 9] = [
+const PATHS: [(&str, Route); 10] = [
     ("/", Route::Page(File::Index)),
     ("/chat.js", Route::Page(File::Script)),
     ("/chat.css", Route::Page(File::Style)),
@@ -45,6 +48,7 @@ const PATHS: [(&str, Route); 9] = [
     ("/metrics", Route::Metrics),
     ("/subscribe", Route::Subscribe),
     ("/publish", Route::Publish),
+    ("/events", Route::Events),
 ];
 
 impl Route {
@@ -57,7 +61,7 @@ impl Route {
     pub fn allowed(self) -> &'static str {
         match self {
             Route::Page(_) | Route::Healthz | Route::Metrics => "GET, HEAD",
-            Route::Subscribe => "GET",
+            Route::Subscribe | Route::Events => "GET",
             Route::Publish => "POST",
         }
     }
@@ -101,6 +105,8 @@ pub(crate) enum Action {
     },
     /// Hold the poll until a message or its deadline.
     Hold(Wait),
+    /// Open an event stream: send its start, then every message of its room.
+    Stream(events::Stream),
     /// A message was published (`seq`, unless it repeats an id already published): answer the
     /// room's waiters, then send `answer` to the publisher.
     Published {

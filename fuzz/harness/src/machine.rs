@@ -76,6 +76,9 @@ pub fn config_for(selector: u8) -> Config {
             publish_rate: 1,
             publish_burst: 2,
             allow_origins: vec!["http://ok.example".into()],
+            sse_retry: Duration::from_millis(500),
+            sse_heartbeat: Duration::from_secs(1),
+            sse_max_age: Duration::from_secs(2),
         },
     };
     assert_eq!(config.validate(), Ok(()), "the harness's config is invalid");
@@ -116,6 +119,8 @@ struct Model {
     unsent: usize,
     /// Reading is paused.
     paused: bool,
+    /// The connection carries an event stream: `Some(chunked)`. Every later send is events.
+    stream: Option<bool>,
 }
 
 struct Harness {
@@ -175,7 +180,15 @@ impl Harness {
                 Output::Send { data, .. } => {
                     assert!(!m.closing && !m.aborted, "Send after Close or Abort");
                     m.unsent += data.len();
-                    if let Some(cursor) = check_response(&data) {
+                    let cursor = match m.stream {
+                        Some(chunked) => check_events(&data, chunked),
+                        None => {
+                            let (cursor, stream) = check_response(&data);
+                            m.stream = stream;
+                            cursor
+                        }
+                    };
+                    if let Some(cursor) = cursor {
                         if self.cursors.len() == 4 {
                             self.cursors.remove(0);
                         }
@@ -362,9 +375,49 @@ impl Harness {
     }
 }
 
+/// Checks that `data` is whole events of a stream: whole chunks of whole events when
+/// `chunked` (the terminating chunk ends it), else whole events. Returns the last `id`, if any.
+fn check_events(data: &[u8], chunked: bool) -> Option<String> {
+    let mut body = Vec::new();
+    if chunked {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let line = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("a chunk size line");
+            let size = std::str::from_utf8(&rest[..line])
+                .ok()
+                .and_then(|h| usize::from_str_radix(h, 16).ok())
+                .expect("a hex chunk size");
+            rest = &rest[line + 2..];
+            if size == 0 {
+                assert_eq!(rest, b"\r\n", "bytes after the last chunk");
+                break;
+            }
+            assert!(rest.len() >= size + 2, "a chunk cut short");
+            assert!(
+                rest[..size].ends_with(b"\n\n"),
+                "a chunk that is not whole events"
+            );
+            body.extend_from_slice(&rest[..size]);
+            assert_eq!(&rest[size..size + 2], b"\r\n");
+            rest = &rest[size + 2..];
+        }
+    } else {
+        assert!(data.ends_with(b"\n\n"), "a send that is not whole events");
+        body.extend_from_slice(data);
+    }
+    let text = std::str::from_utf8(&body).expect("events are UTF-8");
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("id: "))
+        .map(str::to_owned)
+}
+
 /// Checks that `data` is one well-framed response (or the head of one, answering `HEAD`), and
-/// returns its `Parlor-Cursor`, if any.
-fn check_response(data: &[u8]) -> Option<String> {
+/// returns its `Parlor-Cursor`, if any, and whether it opens an event stream (`Some(chunked)`).
+fn check_response(data: &[u8]) -> (Option<String>, Option<bool>) {
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut parsed = httparse::Response::new(&mut headers);
     let Ok(httparse::Status::Complete(head_len)) = parsed.parse(data) else {
@@ -380,6 +433,13 @@ fn check_response(data: &[u8]) -> Option<String> {
             .map(|h| String::from_utf8_lossy(h.value).into_owned())
     };
     let length = header("content-length").map(|v| v.parse::<usize>().expect("Content-Length"));
+    if header("content-type").is_some_and(|t| t.starts_with("text/event-stream")) {
+        assert_eq!(status, 200);
+        assert_eq!(length, None, "Content-Length on an event stream");
+        let chunked = header("transfer-encoding").as_deref() == Some("chunked");
+        let cursor = check_events(&data[head_len..], chunked);
+        return (cursor, Some(chunked));
+    }
     match status {
         100 | 204 => {
             assert_eq!(rest, 0, "a body on a {status}");
@@ -394,7 +454,7 @@ fn check_response(data: &[u8]) -> Option<String> {
         }
         _ => panic!("status {status}"),
     }
-    header("parlor-cursor")
+    (header("parlor-cursor"), None)
 }
 
 /// The well-formed request `template` for `room`, with a cursor from those seen.
@@ -440,7 +500,7 @@ fn request(template: u8, room: u8, flags: u8, cursors: &[String], epoch: &str) -
         "a much longer message, over the tiny cap",
     ][usize::from(flags >> 6) % 3];
     let id = flags >> 6;
-    let r = match template % 13 {
+    let r = match template % 15 {
         0 => format!("GET /subscribe?{room}{since} HTTP/1.1\r\nHost: h\r\n{close}\r\n"),
         1 => format!(
             "GET /subscribe?{room}{since} HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\n{close}\r\n"
@@ -464,7 +524,12 @@ fn request(template: u8, room: u8, flags: u8, cursors: &[String], epoch: &str) -
         9 => format!("GET /metrics HTTP/1.1\r\nHost: h\r\n{close}\r\n"),
         10 => "HEAD /healthz HTTP/1.0\r\n\r\n".into(),
         11 => format!("DELETE /publish HTTP/1.1\r\nHost: h\r\n{close}\r\n"),
-        _ => format!("GET /chat.css HTTP/1.1\r\nHost: h\r\n{close}\r\n"),
+        12 => format!("GET /chat.css HTTP/1.1\r\nHost: h\r\n{close}\r\n"),
+        13 => format!("GET /events?{room}{since} HTTP/1.1\r\nHost: h\r\n{origin}{close}\r\n"),
+        _ => format!(
+            "GET /events?{room}format=json HTTP/1.0\r\nLast-Event-ID: {}\r\n\r\n",
+            cursors.last().map_or("0", String::as_str)
+        ),
     };
     r.into_bytes()
 }
