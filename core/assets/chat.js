@@ -1,4 +1,5 @@
-// Parlor chat page: long-polls /subscribe (JSON batch form) and posts to /publish.
+// Parlor chat page: listens on /events (Server-Sent Events, JSON events) where the browser has
+// EventSource, else long-polls /subscribe (JSON batch form); posts to /publish.
 // Every message is rendered as text (textContent), never as HTML.
 (function () {
   'use strict';
@@ -10,6 +11,7 @@
   const MAX_ITEMS = 500;      // list items kept in the DOM
   const MAX_SEEN = 2000;      // cursors remembered for de-duplication
   const HISTORY_MS = 1500;    // a follower whose 'hello' is not answered this long loads history itself
+  const SSE_GIVE_UP = 3;      // event streams in a row that fail before 'ready': fall back to polling
   const NAME_KEY = 'parlor.name';
 
   const $ = (id) => document.getElementById(id);
@@ -271,9 +273,109 @@
     };
   }
 
-  // The transport in use. Another with the same contract (an EventSource stream, say) can take
-  // its place; nothing below knows how messages arrive.
-  const connect = longPoll;
+  // sse(getCursor, onBatch, onState, onGiveUp): the same contract as longPoll, over one
+  // EventSource stream of JSON events (/events?format=json, docs/HTTP.md). It opens from
+  // getCursor(); the browser reconnects on its own with Last-Event-ID (which the server prefers
+  // to the URL's since), also when the server ends the stream (--sse-max-age). 'ready' carries
+  // the room's cursor, with an id only when nothing is replayed after it: only then does it move
+  // the cursor. A stream the browser gives up on (an error status) is opened again from
+  // getCursor() with backoff; after SSE_GIVE_UP streams in a row fail before their 'ready',
+  // onGiveUp() is called (if given) and this transport stops. Going offline closes the stream
+  // (the browser would not notice until a heartbeat is missed); coming back opens it again.
+  function sse(getCursor, onBatch, onState, onGiveUp) {
+    let stopped = false;
+    let es = null;
+    let failures = 0;
+    let reopen = 0;
+
+    function close() {
+      if (es) { es.close(); es = null; }
+      clearTimeout(reopen);
+    }
+
+    function open() {
+      close();
+      if (stopped) return;
+      if (!failures) onState('connecting', 'connecting');
+      const url = '/events?room=' + encodeURIComponent(room) +
+        '&since=' + encodeURIComponent(getCursor()) + '&format=json';
+      const stream = new EventSource(url);
+      es = stream;
+      let ready = false;
+      stream.addEventListener('ready', (e) => {
+        ready = true;
+        failures = 0;
+        // Streams opened so far, for the browser test and a curious person with devtools.
+        document.body.dataset.streams = String(Number(document.body.dataset.streams || 0) + 1);
+        onState('connected', 'connected');
+        if (e.lastEventId && e.lastEventId === e.data) onBatch({ messages: [], gap: 0, next: e.data });
+      });
+      stream.addEventListener('reset', () => onBatch({ messages: [], gap: 0, reset: true }));
+      stream.addEventListener('gap', (e) => onBatch({ messages: [], gap: Number(e.data) || 0 }));
+      stream.onmessage = (e) => {
+        let m;
+        try { m = JSON.parse(e.data); } catch (err) { return; }
+        if (m && m.cursor != null) onBatch({ messages: [m], gap: 0, next: String(m.cursor) });
+      };
+      stream.onerror = () => {
+        if (stopped || es !== stream) return;
+        if (!ready) failures++;
+        ready = false;
+        if (onGiveUp && failures >= SSE_GIVE_UP) {
+          stop();
+          onGiveUp();
+          return;
+        }
+        onState('reconnecting', navigator.onLine === false ? 'offline' : 'reconnecting…');
+        if (stream.readyState === EventSource.CLOSED) {
+          es = null;
+          const ceiling = Math.min(CAP_MS, BASE_MS * 2 ** Math.min(failures, 20));
+          reopen = setTimeout(open, Math.random() * ceiling);
+        }
+      };
+    }
+
+    function offline() {
+      close();
+      onState('reconnecting', 'offline');
+    }
+
+    function stop() {
+      stopped = true;
+      close();
+      window.removeEventListener('offline', offline);
+      window.removeEventListener('online', open);
+    }
+
+    window.addEventListener('offline', offline);
+    window.addEventListener('online', open);
+    open();
+    return stop;
+  }
+
+  // The transport ladder: SSE where the browser has EventSource, long-polling where it does not
+  // or where streams keep failing (then for the rest of the page's life). `/?transport=poll` and
+  // `/?transport=sse` force one. Either resumes from the newest cursor seen, so switching shows
+  // nothing twice and misses nothing. The indicator names the transport in use.
+  const forced = new URLSearchParams(location.search).get('transport');
+  let sseFailed = forced === 'poll' || typeof EventSource !== 'function';
+
+  function connect(getCursor, onBatch, onState) {
+    let stop = null;
+    const named = (name) => (s, text) => onState(s, text + ' · ' + name);
+    const poll = () => {
+      document.body.dataset.transport = 'poll';
+      stop = longPoll(getCursor, onBatch, named('long-poll'));
+    };
+    if (sseFailed) {
+      poll();
+    } else {
+      document.body.dataset.transport = 'sse';
+      const giveUp = forced === 'sse' ? null : () => { sseFailed = true; poll(); };
+      stop = sse(getCursor, onBatch, named('SSE'), giveUp);
+    }
+    return function stopConnection() { if (stop) stop(); };
+  }
 
   // ---- one connection per room for all the tabs of this browser ----
   //

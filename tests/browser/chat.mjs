@@ -13,7 +13,7 @@
 //   T4. two tabs of a second room work beside them, with one poll of their own;
 //   T5. without BroadcastChannel each tab connects on its own and shows the history once;
 //   T6. a tab whose 'hello' the leader leaves unanswered loads the history itself.
-// Then two pages in one room (separate browser contexts, so one can go offline alone):
+// Then the transports (S1-S4, see `transports` below), then two pages in one room (separate browser contexts, so one can go offline alone):
 //   1. a message typed in one page appears in both within 2 s;
 //   2. `<img src=x onerror=alert(1)>` is shown as literal text, no element is created and no
 //      dialog opens (any dialog fails the test);
@@ -137,15 +137,21 @@ async function publish(base, room, message) {
   if (!res.ok) throw new Error(`publish ${JSON.stringify(message)}: ${res.status} ${await res.text()}`);
 }
 
-async function heldPolls(base) {
+async function metric(base, name) {
   const text = await (await fetch(`${base}/metrics`)).text();
-  const m = /^parlor_held_polls (\d+)$/m.exec(text);
-  if (!m) throw new Error(`/metrics has no parlor_held_polls:\n${text}`);
+  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(text);
+  if (!m) throw new Error(`/metrics has no ${name}:\n${text}`);
   return Number(m[1]);
 }
 
-// Waits until the server holds exactly `n` polls; fails at once if it ever holds more (a poll
-// can be briefly absent between two polls, never in excess).
+// The room connections the server holds: long-polls and event streams (whichever transport
+// the pages use).
+async function heldPolls(base) {
+  return (await metric(base, 'parlor_held_polls')) + (await metric(base, 'parlor_sse_streams'));
+}
+
+// Waits until the server holds exactly `n` room connections (polls or streams); fails at once if
+// it ever holds more (one can be briefly absent between two polls, never in excess).
 async function expectHeld(base, n, why) {
   const end = Date.now() + 5000;
   let held;
@@ -192,6 +198,72 @@ async function reachedAll(pages, text, since) {
   const late = at.map((x, i) => [pages[i][1], x - since]).filter(([, ms]) => !(ms <= TAB_MS));
   if (late.length) throw new Error(`${JSON.stringify(text)} shown after more than ${TAB_MS} ms: ${JSON.stringify(late)}`);
   return Math.max(...at) - since;
+}
+
+// The transport ladder: two pages forced onto each transport (`/?transport=sse`, `?transport=poll`)
+//   S1. each page names its transport in the indicator (and data-transport);
+//   S2. a message typed in one page reaches the other, and markup in it is shown as text;
+//   S3. SSE only: the server ends the streams (chat.mjs runs against --sse-max-age 3s); the
+//       pages reconnect by themselves, and what was published meanwhile shows once, no gap;
+//   S4. every message shows exactly once in both pages.
+async function transports(browser, base) {
+  for (const [transport, label] of [['sse', 'SSE'], ['poll', 'long-poll']]) {
+    const room = `${transport}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+    const pages = [];
+    for (const name of ['X', 'Y']) {
+      // Separate contexts: each page holds its own connection.
+      const ctx = await browser.newContext({ viewport: { width: 760, height: 560 } });
+      const p = await ctx.newPage();
+      const pl = `${label} page ${name}`;
+      watch(p, pl);
+      await p.goto(`${base}/?room=${room}&transport=${transport}`);
+      await ready(p, pl);
+      const shownTransport = await p.evaluate(() => document.body.dataset.transport);
+      if (shownTransport !== transport) throw new Error(`${pl}: transport ${shownTransport}, expected ${transport}`);
+      const status = await p.textContent('#status');
+      if (!status.includes(label)) throw new Error(`${pl}: the indicator ${JSON.stringify(status)} does not name ${label}`);
+      pages.push([p, pl]);
+    }
+    const [[x, xl], [y, yl]] = pages;
+    const sent = [];
+    const hi = `over ${label} ${Date.now()}`;
+    await send(x, 'xavier', hi);
+    await shown(y, yl, hi, SHOWN_MS);
+    sent.push(hi);
+    const markup = `<b onmouseover=alert(1)>${label}</b>`;
+    await send(y, 'yvonne', markup);
+    await shown(x, xl, markup, SHOWN_MS);
+    sent.push(markup);
+    for (const [p, pl] of pages) {
+      const n = await p.$$eval('#messages b, #messages img, #messages script', (els) => els.length);
+      if (n) throw new Error(`${pl}: markup created ${n} element(s)`);
+    }
+    log(`${label}: a message typed in one page reached the other; markup shown as text`);
+    if (transport === 'sse') {
+      const streams = () => Promise.all(pages.map(([p]) => p.evaluate(() => Number(document.body.dataset.streams || 0))));
+      const before = await streams();
+      // Publish across the server's cut (--sse-max-age 3s): some land while a page reconnects.
+      for (let i = 0; i < 10; i++) {
+        const m = `across the cut ${i} ${Date.now()}`;
+        await publish(base, room, m);
+        sent.push(m);
+        await x.waitForTimeout(400);
+      }
+      for (const [p, pl] of pages) for (const m of sent) await shown(p, pl, m, RECONNECT_MS);
+      const after = await streams();
+      if (!after.every((n, i) => n > before[i])) {
+        throw new Error(`the server never cut the streams: ready events ${JSON.stringify(before)} then ${JSON.stringify(after)}`);
+      }
+      for (const [p, pl] of pages) {
+        const missed = await p.$$eval('li.system', (els) => els.map((e) => e.textContent));
+        if (missed.length) throw new Error(`${pl}: gap shown across a clean reconnect: ${JSON.stringify(missed)}`);
+      }
+      log(`SSE: streams ended by the server and resumed (${JSON.stringify(before)} → ${JSON.stringify(after)} streams), nothing missed`);
+    }
+    await onceEach(pages, sent);
+    check();
+    for (const [p] of pages) await p.context().close();
+  }
 }
 
 // T1-T4: many tabs of one browser share one connection per room.
@@ -400,6 +472,7 @@ try {
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
   const base = url.replace(/\/$/, '');
   await tabs(browser, base);
+  await transports(browser, base);
 
   const room = 'browser' + Date.now().toString(36) + Math.floor(Math.random() * 1e6).toString(36);
   const pageUrl = `${base}/?room=${room}`;

@@ -56,7 +56,9 @@ fn chat_page_in_chromium(kind: Kind) {
     let dir = root.join("tests/browser");
     require_browser(&dir);
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let server = Server::start(kind);
+    // Streams are cut by the server every few seconds, so the page's reconnect is exercised
+    // (chat.mjs S3); a short retry keeps deliveries prompt across a cut.
+    let server = Server::with_args(kind, &["--sse-max-age", "3s", "--sse-retry", "200ms"]);
     let shots = root.join("target/screenshots");
     let mut child = Command::new("node")
         .arg(dir.join("chat.mjs"))
