@@ -20,6 +20,9 @@ pub enum Ev {
     Written(usize),
     /// A complete response, with the time it was parsed.
     Response(usize, Response, Instant),
+    /// Bytes read on a raw connection ([`Net::connect_raw`]: an event stream), with the time
+    /// they were read.
+    Bytes(usize, Vec<u8>, Instant),
     /// The connection is gone (the pool already forgot it).
     Closed(usize, String),
 }
@@ -31,6 +34,8 @@ struct Client {
     out: Vec<u8>,
     out_off: usize,
     inbuf: Vec<u8>,
+    /// Hand every read up as bytes instead of parsing responses.
+    raw: bool,
 }
 
 /// The pool. Connection ids are its own; events report the caller's tags.
@@ -76,6 +81,16 @@ impl Net {
         self.open
     }
 
+    /// Like [`connect`](Self::connect), for a connection whose reads are reported as
+    /// [`Ev::Bytes`] rather than parsed (a Server-Sent Events stream).
+    pub fn connect_raw(&mut self, tag: usize) -> io::Result<usize> {
+        let id = self.connect(tag)?;
+        if let Some(c) = self.conns[id].as_mut() {
+            c.raw = true;
+        }
+        Ok(id)
+    }
+
     /// Starts a non-blocking connect; `Connected(tag)` or `Closed(tag, ..)` follows.
     pub fn connect(&mut self, tag: usize) -> io::Result<usize> {
         let domain = if self.target.is_ipv4() {
@@ -115,6 +130,7 @@ impl Net {
             out: Vec::new(),
             out_off: 0,
             inbuf: Vec::new(),
+            raw: false,
         });
         self.open += 1;
         Ok(id)
@@ -191,6 +207,9 @@ impl Net {
                         "closed by server mid-response".to_string()
                     };
                     return self.fail(id, why, evs);
+                }
+                Ok(n) if c.raw => {
+                    evs.push(Ev::Bytes(c.tag, self.readbuf[..n].to_vec(), Instant::now()));
                 }
                 Ok(n) => {
                     c.inbuf.extend_from_slice(&self.readbuf[..n]);

@@ -1,7 +1,7 @@
 //! `parlor-load`: a load generator for any long-polling HTTP/1.1 server on loopback.
 //!
 //! One thread, one mio event loop, raw HTTP/1.1 bytes: the same client cost against every server.
-//! Modes (see `--help`): `idle`, `fanout`, `stream`, `http`. Every run is bounded by counts and
+//! Modes (see `--help`): `idle`, `fanout`, `stream`, `sse`, `http`. Every run is bounded by counts and
 //! timeouts, and the target must be a loopback address. One human line per result on stdout;
 //! `--json FILE` also appends one JSON object per result to FILE.
 
@@ -24,6 +24,8 @@ modes:
   idle     N held polls (GET /subscribe?room=ROOM); server RSS before/after, bytes per held poll
   fanout   N held polls, one POST /publish per round; time to each complete delivery
   stream   N subscribers re-polling, P publishers at full speed for T seconds; loss, order, rates
+  sse      N Server-Sent Events streams (GET /events), P publishers at full speed for T seconds;
+           delivery latency per event, events/s, missed/duplicated/out of order per stream
   http     C keep-alive connections doing GET / or POST /publish for T seconds
 
 options:
@@ -31,7 +33,8 @@ options:
   --pid PID            server process id, for RSS and CPU time from /proc
   --label NAME         server name written with the results (default: the URL)
   --json FILE          append one JSON line per result to FILE
-  -n, --n N            held polls / subscribers (idle 1000, fanout 1000, stream 100; max 100000)
+  -n, --n N            held polls / subscribers (idle 1000, fanout 1000, stream and sse 100;
+                       max 100000)
   --rounds R           fanout rounds (default 5, max 100)
   --publishers P       stream publishers (default 4, max 64)
   --duration SECS      stream/http duration (default 10, max 300)
@@ -179,6 +182,7 @@ fn main() -> ExitCode {
         "idle" => idle(&o),
         "fanout" => fanout(&o),
         "stream" => stream(&o),
+        "sse" => sse(&o),
         "http" => http(&o),
         m => Err(format!("unknown mode {m}")),
     };
@@ -935,6 +939,281 @@ fn stream(o: &Opts) -> Results {
         .int("polls", polls)
         .int("publish_errors", publish_errors)
         .int("poll_errors", sub_errors)
+        .int("unparsable", bad)
+        .num("server_cpu_s", cpu)
+        .num("client_cpu_s", client_cpu);
+    Ok(vec![(human, line)])
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// One Server-Sent Events stream as the load generator reads it: the head, then chunks, then
+/// events; the texts of message events come out.
+#[derive(Default)]
+struct EventReader {
+    buf: Vec<u8>,
+    head_done: bool,
+    chunked: bool,
+    /// De-chunked bytes not yet split into events.
+    body: Vec<u8>,
+}
+
+impl EventReader {
+    /// Takes bytes read; returns the `data` of every complete message event (not `ready`, `gap`,
+    /// `reset` or comments), or an error for a stream that is not one.
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<String>) -> Result<(), String> {
+        self.buf.extend_from_slice(bytes);
+        if !self.head_done {
+            let Some(end) = parlor_bench::find_head_end(&self.buf) else {
+                return Ok(());
+            };
+            let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+            if !head.starts_with("http/1.1 200") || !head.contains("text/event-stream") {
+                return Err(format!("not an event stream: {head:?}"));
+            }
+            self.chunked = head.contains("transfer-encoding: chunked");
+            self.buf.drain(..end);
+            self.head_done = true;
+        }
+        if self.chunked {
+            while let Some(line) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let size = std::str::from_utf8(&self.buf[..line])
+                    .ok()
+                    .and_then(|h| usize::from_str_radix(h, 16).ok())
+                    .ok_or("bad chunk size")?;
+                if self.buf.len() < line + 2 + size + 2 {
+                    break;
+                }
+                self.body
+                    .extend_from_slice(&self.buf[line + 2..line + 2 + size]);
+                self.buf.drain(..line + 2 + size + 2);
+            }
+        } else {
+            self.body.append(&mut self.buf);
+        }
+        let mut start = 0;
+        while let Some(i) = self.body[start..].windows(2).position(|w| w == b"\n\n") {
+            let block = String::from_utf8_lossy(&self.body[start..start + i]);
+            start += i + 2;
+            if block.starts_with(':') || block.contains("event: ") {
+                continue;
+            }
+            let data: Vec<&str> = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            out.push(data.join("\n"));
+        }
+        self.body.drain(..start);
+        Ok(())
+    }
+}
+
+fn sse(o: &Opts) -> Results {
+    let n = o.n.unwrap_or(100);
+    let p = o.publishers;
+    raise_nofile_limit();
+    let room = format!(
+        "{}-{}-{}",
+        o.room,
+        std::process::id(),
+        unix_time() % 1_000_000
+    );
+    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let open = format!(
+        "GET /events?room={room}&since=0 HTTP/1.1\r\nHost: {}\r\n\r\n",
+        host(o)
+    )
+    .into_bytes();
+    let mut ids: Vec<Option<usize>> = vec![None; n + p];
+    let mut readers: Vec<EventReader> = (0..n).map(|_| EventReader::default()).collect();
+    let mut subs = vec![
+        Sub {
+            seen: vec![Seen::default(); p],
+            ..Sub::default()
+        };
+        n
+    ];
+    let mut evs = Vec::new();
+    // Open the streams (raw connections), a bounded number connecting at a time.
+    let deadline = Instant::now() + o.timeout;
+    let mut next = 0;
+    let mut connected = 0;
+    while connected < n {
+        while next < n && next - connected < 100 {
+            let id = net.connect_raw(next).map_err(|e| format!("connect: {e}"))?;
+            net.send(id, &open, &mut evs);
+            ids[next] = Some(id);
+            next += 1;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out opening streams: {connected} of {n}"));
+        }
+        net.turn(Duration::from_millis(50), &mut evs);
+        for ev in evs.drain(..) {
+            match ev {
+                Ev::Written(t) if t < n => connected += 1,
+                // The head and the `ready` event: nothing is published yet.
+                Ev::Bytes(t, bytes, _) if t < n => readers[t].push(&bytes, &mut Vec::new())?,
+                Ev::Closed(_, why) => return Err(format!("a stream failed to open: {why}")),
+                _ => {}
+            }
+        }
+    }
+    let mut early = Ok(());
+    run_for(&mut net, default_settle(o, n), |ev| {
+        if let Ev::Bytes(t, bytes, _) = ev {
+            if *t < n && early.is_ok() {
+                early = readers[*t].push(bytes, &mut Vec::new());
+            }
+        }
+    });
+    early?;
+    for i in 0..p {
+        ids[n + i] = Some(net.connect(n + i).map_err(|e| format!("publisher: {e}"))?);
+    }
+    let pad = "x".repeat(o.msg_bytes.saturating_sub(16));
+    let body_of = |i: usize, seq: u64| format!("p{i} {seq:08} {pad}");
+    let mut next_seq = vec![1u64; p];
+    let mut acked = vec![0u64; p];
+    // When each publish was sent, by publisher and sequence number (for delivery latency).
+    let mut sent_at: Vec<Vec<Instant>> = vec![Vec::new(); p];
+    let mut latency = Samples::new();
+    let mut publish_errors = 0u64;
+    let mut stream_errors = 0u64;
+    let cpu0 = CpuMark::now(o);
+    let start = Instant::now();
+    let end = start + o.duration;
+    for i in 0..p {
+        if let Some(id) = ids[n + i] {
+            sent_at[i].push(Instant::now());
+            net.send(id, &publish_request(o, &room, &body_of(i, 1)), &mut evs);
+        }
+    }
+    let mut texts = Vec::new();
+    let mut drain_end: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if now >= end && drain_end.is_none() {
+            drain_end = Some(now + o.timeout.min(Duration::from_secs(3)));
+        }
+        if let Some(de) = drain_end {
+            let complete = subs
+                .iter()
+                .all(|s| (0..p).all(|i| s.seen[i].max >= acked[i]));
+            if now >= de || complete {
+                break;
+            }
+        }
+        net.turn(Duration::from_millis(20), &mut evs);
+        // Sends below may add events: they are handled next turn.
+        for ev in std::mem::take(&mut evs) {
+            match ev {
+                Ev::Bytes(t, bytes, at) if t < n => {
+                    texts.clear();
+                    if let Err(e) = readers[t].push(&bytes, &mut texts) {
+                        return Err(format!("stream {t}: {e}"));
+                    }
+                    let s = &mut subs[t];
+                    for text in &texts {
+                        match parse_text(text) {
+                            Some((pi, seq)) if pi < p => {
+                                let (dup, ooo) = s.seen[pi].record(seq);
+                                s.delivered += 1;
+                                if at <= end {
+                                    s.delivered_in_window += 1;
+                                }
+                                s.dup += dup as u64;
+                                s.ooo += ooo as u64;
+                                if let Some(&t0) = sent_at[pi].get(seq as usize - 1) {
+                                    latency.push(at.saturating_duration_since(t0));
+                                }
+                            }
+                            _ => s.bad += 1,
+                        }
+                    }
+                }
+                Ev::Response(t, r, _) if t >= n => {
+                    let i = t - n;
+                    if r.status == 200 {
+                        acked[i] = next_seq[i];
+                        next_seq[i] += 1;
+                    } else {
+                        publish_errors += 1;
+                    }
+                    if Instant::now() < end {
+                        if let Some(id) = ids[t] {
+                            let seq = next_seq[i];
+                            sent_at[i].truncate(seq as usize - 1);
+                            sent_at[i].push(Instant::now());
+                            net.send(id, &publish_request(o, &room, &body_of(i, seq)), &mut evs);
+                        }
+                    }
+                }
+                Ev::Closed(t, why) => {
+                    ids[t] = None;
+                    if t < n {
+                        stream_errors += 1;
+                        eprintln!("parlor-load: stream {t} closed: {why}");
+                    } else {
+                        return Err(format!("publisher closed: {why}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let window = o.duration.as_secs_f64();
+    let (cpu, client_cpu) = cpu0.since(o);
+    net.close_all();
+    let published: u64 = acked.iter().sum();
+    let (mut missed_total, mut missed_max, mut dup, mut ooo, mut in_window, mut bad) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    for s in &subs {
+        let mut missed = 0;
+        for (i, &a) in acked.iter().enumerate() {
+            missed += (1..=a).filter(|&q| !s.seen[i].has(q)).count() as u64;
+        }
+        missed_total += missed;
+        missed_max = missed_max.max(missed);
+        dup += s.dup;
+        ooo += s.ooo;
+        in_window += s.delivered_in_window;
+        bad += s.bad;
+    }
+    let expected = published * n as u64;
+    let (p50, p99, max) = (
+        latency.quantile_us(0.5),
+        latency.quantile_us(0.99),
+        latency.max_us(),
+    );
+    let human = format!(
+        "sse     {:<16} n={n} p={p} {}s: {:.0} publishes/s, {:.0} events/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, missed {missed_total} of {expected} (max {missed_max} per stream), duplicated {dup}, out of order {ooo}, streams closed {stream_errors}, publish errors {publish_errors}, unparsable {bad}, cpu: server {cpu:.2} s, client {client_cpu:.2} s",
+        o.label,
+        window,
+        published as f64 / window,
+        in_window as f64 / window,
+        ms(p50),
+        ms(p99),
+        ms(max),
+    );
+    let line = base(o)
+        .int("n", n as u64)
+        .int("publishers", p as u64)
+        .num("duration_s", window)
+        .int("published", published)
+        .num("publishes_per_s", published as f64 / window)
+        .num("deliveries_per_s", in_window as f64 / window)
+        .num("latency_p50_ms", ms(p50))
+        .num("latency_p99_ms", ms(p99))
+        .num("latency_max_ms", ms(max))
+        .int("expected", expected)
+        .int("missed", missed_total)
+        .int("missed_max_per_sub", missed_max)
+        .int("duplicated", dup)
+        .int("out_of_order", ooo)
+        .int("streams_closed", stream_errors)
+        .int("publish_errors", publish_errors)
         .int("unparsable", bad)
         .num("server_cpu_s", cpu)
         .num("client_cpu_s", client_cpu);
