@@ -196,6 +196,8 @@ for run in $(seq "$RUNS"); do
         else
             load "$s" stream -n "$STREAM_N" --publishers 4 --duration "$STREAM_T" --cursor json
             load "$s" stream -n "$STREAM_N" --publishers 4 --duration "$STREAM_T" --cursor none
+            # The same subscribers and publishers over Server-Sent Events streams.
+            load "$s" sse -n "$STREAM_N" --publishers 4 --duration "$STREAM_T"
         fi
         stop_server
     done
