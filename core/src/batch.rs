@@ -65,6 +65,9 @@ pub(crate) struct Batch<'a> {
     pub json: bool,
     /// Most messages in one JSON batch.
     pub max: usize,
+    /// Most bytes of one JSON batch's body: the batch stops before the message that would pass
+    /// it (but always carries one), and its `next` cursor continues from there.
+    pub budget: usize,
     pub persist: Persist,
     /// The allow-listed origin, if the poll is cross-origin.
     pub origin: Option<&'a str>,
@@ -96,10 +99,15 @@ impl Batch<'_> {
         let mut next = after;
         let mut count = 0;
         for (i, m) in room.after(after).take(self.max).enumerate() {
+            let before = body.len();
             if i > 0 {
                 body.push(b',');
             }
             push_message_json(&mut body, &room.epoch, m);
+            if i > 0 && body.len() > self.budget {
+                body.truncate(before);
+                break;
+            }
             next = m.seq;
             count += 1;
         }
@@ -147,7 +155,7 @@ pub(crate) fn fan_out(
     room: &Room,
     waiters: &Slab<Waiter>,
     seq: u64,
-    max: usize,
+    (max, budget): (usize, usize),
     cors: &Cors,
 ) -> Vec<(ConnId, Bytes, Persist)> {
     // There are only a handful of representations, so a list beats a map.
@@ -163,6 +171,7 @@ pub(crate) fn fan_out(
                     reset: w.reset,
                     json: w.json,
                     max,
+                    budget,
                     persist: w.persist,
                     origin: cors.origin(w.cors),
                 };

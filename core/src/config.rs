@@ -38,11 +38,16 @@ pub struct Config {
     pub head_timeout: Duration,
     /// How long an idle keep-alive connection stays open (`--idle-timeout`).
     pub idle_timeout: Duration,
-    /// Most rooms (`--max-rooms`); a request that would create one more gets `503`.
+    /// Most rooms (`--max-rooms`). A new room takes the place of the room idle (no waiters)
+    /// the longest; a request that needs a new room when every room has waiters gets `503`.
     pub max_rooms: usize,
+    /// A room with no waiters and no message for this long is freed, its history with it
+    /// (`--room-idle`). A room with neither history nor waiters is freed at once.
+    pub room_idle: Duration,
     /// Messages kept per room (`--history-messages`).
     pub history_messages: usize,
-    /// Bytes of message text kept per room (`--history-bytes`).
+    /// Bytes kept per room (`--history-bytes`): each message costs its text, its id twice and a
+    /// fixed overhead (see docs/HTTP.md), so the cap bounds memory, not only text.
     pub history_bytes: usize,
     /// Most messages in one JSON batch (`--batch-messages`).
     pub batch_messages: usize,
@@ -65,6 +70,13 @@ pub struct Config {
     /// A stream open this long is ended cleanly, so its client reconnects with `Last-Event-ID`
     /// (`--sse-max-age`); `0` is no limit.
     pub sse_max_age: Duration,
+    /// Host names (or `host:port`) accepted in `Host` besides the loopback ones when
+    /// [`listen_loopback`](Self::listen_loopback) is set (`--allow-host`, repeatable).
+    pub allow_hosts: Vec<String>,
+    /// The server listens on a loopback address: a request whose `Host` is not a loopback name
+    /// or address (nor in `allow_hosts`) is refused `421`, which defeats DNS rebinding. Set by
+    /// the command line from `--listen`.
+    pub listen_loopback: bool,
 }
 
 impl Default for Config {
@@ -79,6 +91,7 @@ impl Default for Config {
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_rooms: 1024,
+            room_idle: Duration::from_secs(3600),
             history_messages: 256,
             history_bytes: 256 * 1024,
             batch_messages: 100,
@@ -89,11 +102,31 @@ impl Default for Config {
             sse_retry: Duration::from_secs(3),
             sse_heartbeat: Duration::from_secs(15),
             sse_max_age: Duration::ZERO,
+            allow_hosts: Vec::new(),
+            listen_loopback: false,
         }
     }
 }
 
+/// Bytes of a poll's answer besides its messages' text: status line, headers (cursor, gap,
+/// CORS), the JSON envelope and the room name. A bound, not an exact count.
+pub const ANSWER_OVERHEAD: usize = 1024;
+
+/// Bytes of one message in a JSON batch besides its escaped text: the cursor, the time, the
+/// field names.
+pub const JSON_MESSAGE_OVERHEAD: usize = 96;
+
+/// The most a byte of message text grows when escaped into JSON (`<` becomes `\u003c`).
+pub const JSON_ESCAPE_WORST: usize = 6;
+
 impl Config {
+    /// Most bytes of a JSON batch's body: half the unsent cap, so a full batch never cuts its
+    /// reader off even with another answer queued before it. A batch always carries at least
+    /// one message ([`validate`](Self::validate) makes sure one always fits the unsent cap).
+    pub fn batch_budget(&self) -> usize {
+        self.max_unsent_bytes / 2
+    }
+
     /// Checks that the values make sense together. The error names the field at fault.
     ///
     /// Zero is an error for every cap and timeout, except those that document `0` as "off"
@@ -148,6 +181,23 @@ impl Config {
                 ),
             ));
         }
+        let one_message = self
+            .max_message_bytes
+            .saturating_mul(JSON_ESCAPE_WORST)
+            .saturating_add(JSON_MESSAGE_OVERHEAD + ANSWER_OVERHEAD);
+        if one_message > self.max_unsent_bytes {
+            return Err(ConfigError::invalid(
+                "max_unsent_bytes",
+                format!(
+                    "{} is less than one message can take as JSON ({one_message}: \
+                     `max_message_bytes` {} × {JSON_ESCAPE_WORST} for escaping, plus headers)",
+                    self.max_unsent_bytes, self.max_message_bytes
+                ),
+            ));
+        }
+        if self.room_idle.is_zero() {
+            return Err(ConfigError::invalid("room_idle", "must be longer than 0"));
+        }
         if self.publish_rate > 0 && self.publish_burst == 0 {
             return Err(ConfigError::invalid(
                 "publish_burst",
@@ -158,6 +208,10 @@ impl Config {
             check_origin(origin).map_err(|why| {
                 ConfigError::invalid("allow_origins", format!("{origin:?} {why}"))
             })?;
+        }
+        for host in &self.allow_hosts {
+            check_host(host)
+                .map_err(|why| ConfigError::invalid("allow_hosts", format!("{host:?} {why}")))?;
         }
         Ok(())
     }
@@ -190,6 +244,20 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Whether `host` is one as a `Host` field carries it: a name or address, optionally `:port`.
+/// `Err` says what is wrong, for an error message.
+pub fn check_host(host: &str) -> Result<(), &'static str> {
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if valid {
+        Ok(())
+    } else {
+        Err("must be a host name or address, with an optional :port")
+    }
+}
 
 /// Whether `origin` is one as browsers send it: `scheme://host[:port]`, no path, no trailing
 /// slash. `Err` says what is wrong, for an error message.
@@ -230,7 +298,7 @@ mod tests {
     #[test]
     fn validation_names_the_field_and_why() {
         type Zero = fn(&mut Config);
-        let zeros: [(&str, Zero); 15] = [
+        let zeros: [(&str, Zero); 16] = [
             ("max_connections", |c| c.max_connections = 0),
             ("limits.max_head", |c| c.limits.max_head = 0),
             ("limits.max_headers", |c| c.limits.max_headers = 0),
@@ -246,6 +314,7 @@ mod tests {
             ("poll_timeout", |c| c.poll_timeout = Duration::ZERO),
             ("head_timeout", |c| c.head_timeout = Duration::ZERO),
             ("idle_timeout", |c| c.idle_timeout = Duration::ZERO),
+            ("room_idle", |c| c.room_idle = Duration::ZERO),
         ];
         for (field, zero) in zeros {
             assert_eq!(field_at_fault(zero), field);
@@ -295,6 +364,21 @@ mod tests {
             };
             assert_eq!(c.validate().unwrap_err().field, "allow_origins", "{bad}");
         }
+        for bad in ["", "a b", "x/y", "h@x"] {
+            let c = Config {
+                allow_hosts: vec![bad.into()],
+                ..Config::default()
+            };
+            assert_eq!(c.validate().unwrap_err().field, "allow_hosts", "{bad:?}");
+        }
+        let e = Config {
+            max_unsent_bytes: 64 * 1024,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field, "max_unsent_bytes");
+        assert!(e.reason.contains("`max_message_bytes`"), "{e}");
     }
 
     #[test]

@@ -56,7 +56,10 @@ impl Cors {
             .map(String::as_str)
     }
 
-    /// Whether an `Origin` may publish: same host as the request, or in the allow-list.
+    /// Whether an `Origin` may publish (or hold a poll): in the allow-list, or the same origin
+    /// as the request: scheme `http` or `https`, the same host and the same port, a missing port
+    /// being the scheme's default (the server cannot see the scheme it is reached by behind a
+    /// TLS proxy, so the `Host` takes the port of the `Origin`'s scheme).
     pub fn may_publish(&self, origin: &str, host: Option<&str>) -> bool {
         if self.origins.iter().any(|o| o == origin) {
             return true;
@@ -64,11 +67,76 @@ impl Cors {
         let Some(host) = host else {
             return false;
         };
-        let authority = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"));
-        authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+        let (default_port, authority) = if let Some(a) = origin.strip_prefix("http://") {
+            (80, a)
+        } else if let Some(a) = origin.strip_prefix("https://") {
+            (443, a)
+        } else {
+            return false;
+        };
+        match (split_authority(authority), split_authority(host)) {
+            (Some((oh, op)), Some((hh, hp))) => {
+                oh.eq_ignore_ascii_case(hh)
+                    && op.unwrap_or(default_port) == hp.unwrap_or(default_port)
+            }
+            _ => false,
+        }
     }
+}
+
+/// Splits `host[:port]` (the host may be a bracketed IPv6 address) into the host and the port.
+/// `None` when the port is not a number or the authority is empty.
+pub(crate) fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let (host, rest) = authority.split_at(end + 1);
+        match rest.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None if rest.is_empty() => (host, None),
+            None => return None,
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        Some("") => None,
+        Some(p) => Some(p.parse().ok()?),
+        None => None,
+    };
+    Some((host, port))
+}
+
+/// Whether a request's `Host` (or absolute-form authority) may be served by a server listening
+/// on loopback: a loopback name or address (`localhost`, `*.localhost`, `127.0.0.0/8`, `[::1]`),
+/// or a host in `allowed` (`name`: any port; `name:port`: that port). A request without one
+/// (HTTP/1.0) is served: browsers always send it. This is what stops DNS rebinding: a page on
+/// `rebind.example` whose name now points at 127.0.0.1 still sends `Host: rebind.example`.
+pub(crate) fn host_allowed(host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let Some((name, port)) = split_authority(host) else {
+        return false;
+    };
+    let name = name.to_ascii_lowercase();
+    let loopback = name == "localhost"
+        || name.ends_with(".localhost")
+        || name == "[::1]"
+        || name
+            .parse::<core::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback());
+    loopback
+        || allowed.iter().any(|a| match split_authority(a) {
+            Some((n, None)) => n.eq_ignore_ascii_case(&name),
+            Some((n, Some(p))) => n.eq_ignore_ascii_case(&name) && port == Some(p),
+            None => false,
+        })
 }
 
 #[cfg(test)]
@@ -87,5 +155,48 @@ mod tests {
         assert!(cors.may_publish("http://Chat.Example", Some("chat.example")));
         assert!(!cors.may_publish("http://evil.example", Some("chat.example")));
         assert!(!cors.may_publish("null", Some("chat.example")));
+    }
+
+    #[test]
+    fn same_origin_is_scheme_host_and_port() {
+        let cors = Cors::new(Vec::new());
+        assert!(cors.may_publish("http://h.example", Some("h.example:80")));
+        assert!(cors.may_publish("http://h.example:80", Some("h.example")));
+        assert!(cors.may_publish("https://h.example", Some("h.example")));
+        assert!(cors.may_publish("http://[::1]:8080", Some("[::1]:8080")));
+        assert!(!cors.may_publish("http://h.example:8080", Some("h.example")));
+        assert!(!cors.may_publish("http://h.example", Some("h.example:8080")));
+        assert!(!cors.may_publish("https://h.example", Some("h.example:80")));
+        assert!(!cors.may_publish("ftp://h.example", Some("h.example")));
+        assert!(!cors.may_publish("http://h.example:x", Some("h.example")));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        let allowed = vec!["chat.example".to_owned(), "other.example:8080".to_owned()];
+        for ok in [
+            None,
+            Some("localhost"),
+            Some("LOCALHOST:8080"),
+            Some("app.localhost"),
+            Some("127.0.0.1:1"),
+            Some("127.9.9.9"),
+            Some("[::1]:8080"),
+            Some("chat.example:443"),
+            Some("other.example:8080"),
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok:?}");
+        }
+        for bad in [
+            "rebind.example:8080",
+            "other.example:80",
+            "10.0.0.1",
+            "[::2]",
+            "localhost.evil.example",
+            "",
+            ":80",
+        ] {
+            assert!(!host_allowed(Some(bad), &allowed), "{bad:?}");
+        }
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Gauges {
     pub held: usize,
     pub streams: usize,
     pub rooms: usize,
+    pub rooms_created: u64,
+    pub rooms_evicted: u64,
 }
 
 impl Metrics {
@@ -37,7 +39,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn text(&self, g: Gauges) -> Vec<u8> {
-        let table: [(&str, &str, &str, u64); 11] = [
+        let table: [(&str, &str, &str, u64); 13] = [
             (
                 "parlor_connections",
                 "gauge",
@@ -84,7 +86,7 @@ impl Metrics {
             (
                 "parlor_bytes_sent_total",
                 "counter",
-                "Response bytes handed to the adapter.",
+                "Response bytes written to sockets (reported flushed by the adapter).",
                 self.bytes_sent,
             ),
             (
@@ -98,6 +100,18 @@ impl Metrics {
                 "counter",
                 "Event streams cut off for not reading their events.",
                 self.stream_cutoffs,
+            ),
+            (
+                "parlor_rooms_created_total",
+                "counter",
+                "Rooms created.",
+                g.rooms_created,
+            ),
+            (
+                "parlor_rooms_evicted_total",
+                "counter",
+                "Rooms freed: empty, idle past --room-idle, or evicted for a new room.",
+                g.rooms_evicted,
             ),
         ];
         let mut s = String::with_capacity(1024);

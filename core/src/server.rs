@@ -158,7 +158,7 @@ impl Server {
             start: now,
             last_now: now,
             conns: Conns::new(&config),
-            rooms: Rooms::default(),
+            rooms: Rooms::new(config.max_rooms, config.room_idle, now),
             cors: Cors::new(config.allow_origins.clone()),
             rate: RateLimit::new(config.publish_rate, config.publish_burst),
             page: Page::new(),
@@ -201,13 +201,26 @@ impl Server {
     /// When [`handle_timeout`](Self::handle_timeout) must be called next, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.next_deadline()
+        match (self.conns.next_deadline(), self.rooms.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a shutdown has nothing left to do: every connection has been answered, its
+    /// answer handed over in full (reported with `handle_flushed`) and it has no request
+    /// unread. The adapter may then exit without waiting for peers to close. O(connections):
+    /// meant for the shutdown's end, not for every event of a running server.
+    #[must_use]
+    pub fn is_drained(&self) -> bool {
+        self.shutting_down && self.conns.is_drained()
     }
 
     /// Records the time an input brought; in debug builds, asserts it never goes backwards.
     fn tick(&mut self, now: Instant) {
         debug_assert!(now >= self.last_now, "time went backwards");
         self.last_now = self.last_now.max(now);
+        self.rooms.set_now(self.last_now);
     }
 
     /// A connection from `peer` was accepted. Over the connection caps, or while shutting down,
@@ -227,6 +240,7 @@ impl Server {
             Received::Ignored => return Ok(()),
         }
         self.run_ready(now);
+        self.rooms.collect();
         Ok(())
     }
 
@@ -234,7 +248,9 @@ impl Server {
     /// answered; a held poll is dropped (its client is gone); the connection closes.
     pub fn handle_eof(&mut self, conn: ConnId, now: Instant) -> Result<(), Error> {
         self.tick(now);
-        self.conns.eof(conn, &mut self.rooms, now)
+        self.conns.eof(conn, &mut self.rooms, now)?;
+        self.rooms.collect();
+        Ok(())
     }
 
     /// `n` bytes of what was sent on `conn` were written to its socket. It never produces
@@ -248,7 +264,9 @@ impl Server {
     /// `conn` is gone: its socket is closed. Frees its slot (the id may be reused after this).
     pub fn handle_closed(&mut self, conn: ConnId, now: Instant) -> Result<(), Error> {
         self.tick(now);
-        self.conns.closed(conn, &mut self.rooms)
+        self.conns.closed(conn, &mut self.rooms)?;
+        self.rooms.collect();
+        Ok(())
     }
 
     /// Time has passed: fire every deadline at or before `now`.
@@ -261,11 +279,15 @@ impl Server {
             }
         }
         self.run_ready(now);
+        self.rooms.collect();
+        self.rooms.expire(now);
     }
 
     /// Begin a graceful shutdown: held polls are answered `503` with `Retry-After` and closed,
-    /// idle connections close, and every new connection or request gets `503`. The adapter stops
-    /// accepting and waits until [`connection_count`](Self::connection_count) is zero.
+    /// idle connections close, a request whose head has arrived gets `503` (one only begun is
+    /// closed), and every new connection or request gets `503`. The adapter stops accepting and
+    /// waits until [`is_drained`](Self::is_drained) (every answer written, no need to wait for
+    /// peers to close) or its grace period ends.
     pub fn handle_shutdown(&mut self, now: Instant) {
         self.tick(now);
         if self.shutting_down {
@@ -273,6 +295,7 @@ impl Server {
         }
         self.shutting_down = true;
         self.conns.shutdown(&mut self.rooms, &self.cors, now);
+        self.rooms.collect();
     }
 
     /// Reads the buffered requests of connections whose poll was answered.
@@ -330,6 +353,11 @@ impl Server {
 
     /// What the request asks for.
     fn route(&mut self, peer: IpAddr, request: Request, persist: Persist, now: Instant) -> Action {
+        if self.config.listen_loopback
+            && !cors::host_allowed(request.headers.host.as_deref(), &self.config.allow_hosts)
+        {
+            return Action::reject(421, "this server answers only to localhost");
+        }
         let Some(route) = Route::from_path(request.path()) else {
             return Action::reject(404, "not found");
         };
@@ -359,6 +387,8 @@ impl Server {
                     held: self.conns.held(),
                     streams: self.conns.streams(),
                     rooms: self.rooms.len(),
+                    rooms_created: self.rooms.created,
+                    rooms_evicted: self.rooms.evicted,
                 });
                 Action::Answer(routes::metrics(&text, head, persist))
             }
@@ -408,13 +438,16 @@ impl Server {
                 self.conns.error(id, answer, persist, rooms, now);
             }
             Action::Hold(wait) => {
-                let slot = rooms.get_mut(wait.room).waiters.insert(Waiter {
-                    conn: id,
-                    json: wait.json,
-                    persist,
-                    cors: wait.cors,
-                    reset: wait.reset,
-                });
+                let slot = rooms.add_waiter(
+                    wait.room,
+                    Waiter {
+                        conn: id,
+                        json: wait.json,
+                        persist,
+                        cors: wait.cors,
+                        reset: wait.reset,
+                    },
+                );
                 let hold = Hold {
                     room: wait.room,
                     slot,
@@ -432,6 +465,8 @@ impl Server {
                     json: open.json,
                     chunked: open.chunked,
                 });
+                // In use now: out of the idle set.
+                rooms.refile(open.room);
                 let stream = Stream {
                     room: open.room,
                     slot,
@@ -479,8 +514,8 @@ impl Server {
             return;
         }
         let room = self.rooms.get(room_i);
-        let max = self.config.batch_messages;
-        let answered = batch::fan_out(room, &waiters, seq, max, &self.cors);
+        let caps = (self.config.batch_messages, self.config.batch_budget());
+        let answered = batch::fan_out(room, &waiters, seq, caps, &self.cors);
         waiters.clear();
         self.conns.metrics.delivered += answered.len() as u64;
         for (conn, data, persist) in answered {
@@ -493,6 +528,7 @@ impl Server {
         if self.rooms.get(room_i).waiters.is_empty() {
             self.rooms.get_mut(room_i).waiters = waiters;
         }
+        self.rooms.refile(room_i);
     }
 
     /// Sends the message `seq` to every event stream of a room (they stay in the room).
@@ -513,6 +549,7 @@ impl Server {
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         self.conns.check_invariants(&self.rooms)?;
+        self.rooms.check()?;
         for r in self.rooms.iter() {
             if r.history.len() > self.config.history_messages.max(1) {
                 return Err("history over its cap".into());

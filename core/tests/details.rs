@@ -13,10 +13,14 @@ use sim::Sim;
 fn a_head_completed_during_shutdown_gets_a_503_without_a_body() {
     let mut s = Sim::default();
     let c = s.connect();
-    s.feed(c, "HEAD /healthz HTTP/1.1\r\nHost: h\r\n");
+    // The head is complete, its body still on the way: answered (issue 12; a head only begun
+    // at shutdown is closed without an answer, see core/tests/hostile.rs).
+    s.feed(
+        c,
+        "HEAD /healthz HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nab",
+    );
     s.server.handle_shutdown(s.now);
     s.drain();
-    s.feed(c, "\r\n");
     let raw = s.received(c);
     let text = String::from_utf8(raw).unwrap();
     assert!(text.starts_with("HTTP/1.1 503 "), "{text}");

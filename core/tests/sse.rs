@@ -392,6 +392,8 @@ fn events_are_encoded_once_per_representation() {
 fn slow_reader_is_cut_off() {
     let mut s = Sim::new(Config {
         max_unsent_bytes: 2000,
+        // One message as JSON must fit the unsent cap (`Config::validate`).
+        max_message_bytes: 100,
         ..config()
     });
     let slow = open(&mut s, "/events?room=r", "");

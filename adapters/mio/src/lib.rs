@@ -180,7 +180,8 @@ impl Serve for EventLoop {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            if self.grace.is_over(now, self.server.connection_count()) {
+            // Drained: every answer written, nothing unread; peers need not close first.
+            if self.grace.is_over(now, self.server.is_drained()) {
                 return Ok(());
             }
             let timeout = if self.accept_pending || !self.pending_read.is_empty() {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches, Parser};
-use parlor_core::config::{check_origin, ConfigError};
+use parlor_core::config::{check_host, check_origin, ConfigError};
 use parlor_core::Config;
 
 /// File descriptors kept in reserve below the open-file limit when the binaries derive their
@@ -57,6 +57,7 @@ impl Cli {
             listen: DEFAULT_LISTEN,
             config: Config {
                 max_connections,
+                listen_loopback: DEFAULT_LISTEN.ip().is_loopback(),
                 ..Config::default()
             },
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -139,13 +140,16 @@ struct Flags {
     /// How long an idle keep-alive connection stays open
     #[arg(long, env = "PARLOR_IDLE_TIMEOUT", value_name = "DUR", value_parser = duration)]
     idle_timeout: Duration,
-    /// Most rooms (503 for a request that would create one more)
+    /// Most rooms; a new one takes the place of the room idle longest (503 when all are in use)
     #[arg(long, env = "PARLOR_MAX_ROOMS", value_name = "N", value_parser = count::<usize>)]
     max_rooms: usize,
+    /// A room with no held poll and no message for this long is freed
+    #[arg(long, env = "PARLOR_ROOM_IDLE", value_name = "DUR", value_parser = duration)]
+    room_idle: Duration,
     /// Messages kept per room
     #[arg(long, env = "PARLOR_HISTORY_MESSAGES", value_name = "N", value_parser = count::<usize>)]
     history_messages: usize,
-    /// Bytes of message text kept per room
+    /// Bytes kept per room: each message costs its text, its id twice and 96 bytes
     #[arg(long, env = "PARLOR_HISTORY_BYTES", value_name = "N", value_parser = count::<usize>)]
     history_bytes: usize,
     /// Most messages in one JSON batch
@@ -178,6 +182,16 @@ struct Flags {
     /// An event stream open this long is ended cleanly, 0 = no limit
     #[arg(long, env = "PARLOR_SSE_MAX_AGE", value_name = "DUR", value_parser = duration)]
     sse_max_age: Duration,
+    /// On a loopback address, a Host served besides loopback names: `name` or `name:port`
+    /// (repeatable; 421 for others)
+    #[arg(
+        long,
+        env = "PARLOR_ALLOW_HOST",
+        value_name = "HOST",
+        value_delimiter = ',',
+        value_parser = host
+    )]
+    allow_host: Vec<String>,
     /// How long a graceful shutdown waits for connections to close
     #[arg(long, env = "PARLOR_SHUTDOWN_GRACE", value_name = "DUR", value_parser = duration)]
     shutdown_grace: Duration,
@@ -204,6 +218,7 @@ fn command(program: &str, default_max_connections: usize) -> clap::Command {
         ("head_timeout", show_duration(c.head_timeout)),
         ("idle_timeout", show_duration(c.idle_timeout)),
         ("max_rooms", c.max_rooms.to_string()),
+        ("room_idle", show_duration(c.room_idle)),
         ("history_messages", c.history_messages.to_string()),
         ("history_bytes", c.history_bytes.to_string()),
         ("batch_messages", c.batch_messages.to_string()),
@@ -269,6 +284,7 @@ fn to_cli(matches: &ArgMatches) -> Result<Cli, ConfigError> {
         head_timeout: f.head_timeout,
         idle_timeout: f.idle_timeout,
         max_rooms: f.max_rooms,
+        room_idle: f.room_idle,
         history_messages: f.history_messages,
         history_bytes: f.history_bytes,
         batch_messages: f.batch_messages,
@@ -279,6 +295,9 @@ fn to_cli(matches: &ArgMatches) -> Result<Cli, ConfigError> {
         sse_retry: f.sse_retry,
         sse_heartbeat: f.sse_heartbeat,
         sse_max_age: f.sse_max_age,
+        allow_hosts: f.allow_host,
+        // DNS rebinding: a server on loopback serves only requests addressed to it.
+        listen_loopback: f.listen.ip().is_loopback(),
         ..Config::default()
     };
     config.limits.max_head = f.max_head_bytes;
@@ -306,6 +325,7 @@ const RENAMED: &[(&str, &str)] = &[
     ("limits.max_uri", "--max-uri-bytes"),
     ("limits.max_body", "--max-body-bytes"),
     ("allow_origins", "--allow-origin"),
+    ("allow_hosts", "--allow-host"),
 ];
 
 fn flag_of(field: &str) -> String {
@@ -364,6 +384,12 @@ fn count<T: std::str::FromStr>(value: &str) -> Result<T, String> {
 
 fn addr(value: &str) -> Result<SocketAddr, String> {
     value.parse().map_err(|_| format!("is not {ADDR}"))
+}
+
+fn host(value: &str) -> Result<String, String> {
+    check_host(value)
+        .map(|()| value.to_ascii_lowercase())
+        .map_err(str::to_owned)
 }
 
 fn origin(value: &str) -> Result<String, String> {
@@ -450,6 +476,7 @@ mod tests {
             Cli::defaults(4000).config,
             Config {
                 max_connections: 4000,
+                listen_loopback: true,
                 ..Config::default()
             }
         );
@@ -510,7 +537,7 @@ mod tests {
             .get_arguments()
             .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
             .collect();
-        assert_eq!(flags.len(), 24);
+        assert_eq!(flags.len(), 26);
         for arg in flags {
             let long = arg.get_long().unwrap();
             let flag = format!("--{long}");
@@ -521,15 +548,17 @@ mod tests {
                 .unwrap_or_else(|| panic!("{flag} not in help"));
             assert!(line.contains(&format!("[env: {env}=]")), "{line}");
             assert!(
-                line.contains("[default: ") || long == "allow-origin",
+                line.contains("[default: ") || long == "allow-origin" || long == "allow-host",
                 "{line}"
             );
             let value = match arg.get_value_names().unwrap()[0].as_str() {
                 "ADDR" => "127.0.0.1:1",
                 "N" if long == "history-bytes" => "16384",
+                "N" if long == "max-unsent-bytes" => "1048576",
                 "N" => "8",
                 "DUR" => "1s",
                 "ORIGIN" => "https://x.example",
+                "HOST" => "x.example",
                 other => panic!("{other}"),
             };
             run(&[&flag, value]).unwrap_or_else(|e| panic!("{flag}: {e}"));
@@ -603,6 +632,7 @@ mod tests {
             "--poll-timeout",
             "--head-timeout",
             "--idle-timeout",
+            "--room-idle",
             "--shutdown-grace",
         ];
         for flag in zeros {
@@ -621,6 +651,26 @@ mod tests {
              the largest message would not fit"
         );
         run(&["--history-bytes", "101", "--max-message-bytes", "101"]).unwrap();
+        assert_eq!(
+            error(&["--max-unsent-bytes", "65536"]),
+            "--max-unsent-bytes: 65536 is less than one message can take as JSON (99424: \
+             --max-message-bytes 16384 × 6 for escaping, plus headers)"
+        );
+        assert_eq!(
+            run(&["--allow-host", "Chat.Example", "--allow-host=b.example:81"])
+                .unwrap()
+                .config
+                .allow_hosts,
+            ["chat.example", "b.example:81"]
+        );
+        assert!(error(&["--allow-host", "a/b"]).starts_with("--allow-host: "));
+        assert!(run(&[]).unwrap().config.listen_loopback);
+        assert!(
+            !run(&["--listen", "0.0.0.0:0"])
+                .unwrap()
+                .config
+                .listen_loopback
+        );
         assert_eq!(
             error(&["--publish-rate", "3", "--publish-burst", "0"]),
             "--publish-burst: must be at least 1 when --publish-rate is set"

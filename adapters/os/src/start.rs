@@ -76,10 +76,12 @@ impl Grace {
         self.deadline
     }
 
-    /// Whether the server should return now, with `connections` still open.
-    pub fn is_over(&self, now: Instant, connections: usize) -> bool {
+    /// Whether the server should return now; `drained` is the core's
+    /// [`is_drained`](parlor_core::Server::is_drained): every answer written, nothing unread, so
+    /// there is no need to wait for peers to close.
+    pub fn is_over(&self, now: Instant, drained: bool) -> bool {
         self.deadline
-            .is_some_and(|deadline| self.hard_stop || connections == 0 || now >= deadline)
+            .is_some_and(|deadline| self.hard_stop || drained || now >= deadline)
     }
 }
 
@@ -91,25 +93,25 @@ mod tests {
     fn a_shutdown_ends_when_empty_at_its_deadline_or_on_a_second_signal() {
         let t0 = Instant::now();
         let mut grace = Grace::new(Duration::from_secs(5));
-        assert!(!grace.is_over(t0, 0), "not begun");
+        assert!(!grace.is_over(t0, true), "not begun");
         assert!(grace.begin(t0, false));
         assert_eq!(grace.deadline(), Some(t0 + Duration::from_secs(5)));
-        assert!(!grace.is_over(t0, 3));
-        assert!(grace.is_over(t0, 0));
-        assert!(grace.is_over(t0 + Duration::from_secs(5), 3));
+        assert!(!grace.is_over(t0, false));
+        assert!(grace.is_over(t0, true));
+        assert!(grace.is_over(t0 + Duration::from_secs(5), false));
         assert!(!grace.begin(t0 + Duration::from_secs(1), false));
         assert!(
-            !grace.is_over(t0, 3),
+            !grace.is_over(t0, false),
             "a second stop request is not a signal"
         );
         assert!(!grace.begin(t0 + Duration::from_secs(1), true));
-        assert!(grace.is_over(t0, 3), "a second signal ends it");
+        assert!(grace.is_over(t0, false), "a second signal ends it");
         assert_eq!(grace.deadline(), Some(t0 + Duration::from_secs(5)));
 
         let mut grace = Grace::new(Duration::from_secs(5));
         grace.begin(t0, true);
-        assert!(!grace.is_over(t0, 1));
+        assert!(!grace.is_over(t0, false));
         grace.stop_now();
-        assert!(grace.is_over(t0, 1));
+        assert!(grace.is_over(t0, false));
     }
 }

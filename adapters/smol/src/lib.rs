@@ -207,7 +207,8 @@ impl Bound {
         let mut grace_timer = Timer::never();
 
         loop {
-            if grace.is_over(Instant::now(), owner.server.connection_count()) {
+            // Drained: every answer written, nothing unread; peers need not close first.
+            if grace.is_over(Instant::now(), owner.server.is_drained()) {
                 return Ok(());
             }
             let next = owner.server.poll_timeout();
@@ -239,7 +240,12 @@ impl Bound {
                     armed = None;
                     None
                 }
-                Wake::Grace => None,
+                // While shutting down, collect what was written every few ms (see `is_drained`).
+                Wake::Grace => {
+                    owner.take_flushed(now);
+                    grace_timer.set_at((now + DRAIN_CHECK).min(grace.deadline().unwrap_or(now)));
+                    None
+                }
             };
             // Take what else is waiting, a bounded batch per turn, before looking at the timers.
             let mut budget = EVENTS_PER_TURN;
@@ -253,7 +259,7 @@ impl Bound {
                                 task.cancel().await;
                             }
                             if let Some(deadline) = grace.deadline() {
-                                grace_timer.set_at(deadline);
+                                grace_timer.set_at((now + DRAIN_CHECK).min(deadline));
                             }
                             owner.server.handle_shutdown(now);
                             owner.settle();
@@ -275,6 +281,9 @@ impl Bound {
         }
     }
 }
+
+/// How often a shutdown looks at what the connection tasks wrote, to exit once drained.
+const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Why the owner woke up.
 enum Wake {

@@ -14,7 +14,8 @@ impl Conns {
             if let State::Streaming(st) = c.state {
                 streaming += 1;
                 let w = rooms
-                    .get(st.room)
+                    .try_get(st.room)
+                    .ok_or(format!("conn {k}: streaming in a freed room"))?
                     .streams
                     .get(st.slot)
                     .ok_or(format!("conn {k}: stream slot missing"))?;
@@ -28,7 +29,8 @@ impl Conns {
             if let State::Held(h) = c.state {
                 held += 1;
                 let w = rooms
-                    .get(h.room)
+                    .try_get(h.room)
+                    .ok_or(format!("conn {k}: held in a freed room"))?
                     .waiters
                     .get(h.slot)
                     .ok_or(format!("conn {k}: held slot missing"))?;

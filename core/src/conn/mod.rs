@@ -256,8 +256,8 @@ impl Conns {
     }
 
     /// Shutdown: held polls get `503` (with the CORS headers their poll was owed) and close,
-    /// event streams end cleanly, idle connections close, requests in progress finish (and get
-    /// `503`).
+    /// event streams end cleanly, idle connections close, a request whose head has arrived gets
+    /// `503` (with `Retry-After`) and one that has only begun is closed.
     pub fn shutdown(&mut self, rooms: &mut Rooms, cors: &Cors, now: Instant) {
         let ids: Vec<ConnId> = self.slab.iter().map(|(k, _)| ConnId(k)).collect();
         for id in ids {
@@ -274,8 +274,13 @@ impl Conns {
                     self.refuse(id, answer, rooms, now);
                 }
                 State::Streaming(_) => self.end_stream(id, rooms, now),
-                State::Open if !c.reader.in_request() => self.close(id, rooms, now),
-                State::Open | State::Closing => {}
+                State::Open if c.reader.head_complete() => {
+                    let head = c.reader.is_head();
+                    let answer = ErrorAnswer::new(503, "server is shutting down", head);
+                    self.refuse(id, answer, rooms, now)
+                }
+                State::Open => self.close(id, rooms, now),
+                State::Closing => {}
             }
         }
     }
@@ -332,7 +337,6 @@ impl Conns {
             return;
         }
         c.unsent += data.len();
-        self.metrics.bytes_sent += data.len() as u64;
         let over = c.unsent > self.settings.max_unsent_bytes;
         self.outputs.push_back(Output::Send { conn: id, data });
         if over {

@@ -69,6 +69,13 @@ impl Conns {
         self.outputs.pop_front()
     }
 
+    /// Whether every connection is Closing with its answers flushed and no request unread.
+    pub fn is_drained(&self) -> bool {
+        self.slab
+            .iter()
+            .all(|(_, c)| matches!(c.state, State::Closing) && c.unsent == 0)
+    }
+
     /// The earliest deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers.next()
@@ -106,7 +113,9 @@ impl Conns {
     /// `n` sent bytes were written to the socket.
     pub fn flushed(&mut self, id: ConnId, n: usize) -> Result<(), Error> {
         let c = self.get_mut(id)?;
-        c.unsent = c.unsent.saturating_sub(n);
+        let n = n.min(c.unsent);
+        c.unsent -= n;
+        self.metrics.bytes_sent += n as u64;
         Ok(())
     }
 

@@ -147,7 +147,8 @@ pub(super) fn parse_head(
         return Err(HttpError::new(414, "request target too long"));
     }
     let asterisk = target == "*" && method == "OPTIONS";
-    if !(target.starts_with('/') || asterisk) {
+    let absolute = absolute_form(target)?;
+    if !(target.starts_with('/') || asterisk || absolute.is_some()) {
         return Err(HttpError::new(400, "request target must be a path"));
     }
     let version = if minor == 0 {
@@ -171,15 +172,48 @@ pub(super) fn parse_head(
     if matches!(framing, Ok(Body::Length(0))) {
         headers.expect_continue = false;
     }
+    // RFC 9112 §3.2.2: of an absolute-form target, the authority replaces `Host`.
+    let target = match absolute {
+        Some((authority, path)) => {
+            headers.host = Some(authority.to_owned());
+            path
+        }
+        None => target.to_owned(),
+    };
     let request = Request {
         method: Method::parse(method),
-        target: target.to_owned(),
+        target,
         version,
         headers,
         keep_alive,
         body: Vec::new(),
     };
     Ok((request, framing))
+}
+
+/// Splits an absolute-form target (`http://host:port/path?query`, RFC 9112 §3.2.2) into its
+/// authority and its origin-form path and query. `Ok(None)`: not absolute-form.
+fn absolute_form(target: &str) -> Result<Option<(&str, String)>, HttpError> {
+    const BAD: HttpError = HttpError::new(400, "invalid absolute-form request target");
+    let Some(i) = target.find("://") else {
+        return Ok(None);
+    };
+    let scheme = &target[..i];
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return Ok(None);
+    }
+    let rest = &target[i + 3..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') || path.contains('#') {
+        return Err(BAD);
+    }
+    let path = match path.as_bytes().first() {
+        None => "/".to_owned(),
+        Some(b'?') => format!("/{path}"),
+        Some(_) => path.to_owned(),
+    };
+    Ok(Some((authority, path)))
 }
 
 /// What the header fields of one head say, collected before any decision that needs them all.

@@ -122,6 +122,9 @@ pub struct RequestReader {
     failed_head: bool,
     /// The `Origin` of the request the reader refused, if its head was parsed (CORS headers).
     failed_origin: Option<String>,
+    /// Empty lines were skipped before the next request line: a request has begun (its head
+    /// deadline runs) though nothing of it is buffered.
+    begun: bool,
 }
 
 impl RequestReader {
@@ -137,6 +140,7 @@ impl RequestReader {
             },
             failed_head: false,
             failed_origin: None,
+            begun: false,
         }
     }
 
@@ -166,10 +170,11 @@ impl RequestReader {
         self.buf.len() - self.pos
     }
 
-    /// Whether a request has begun (some of its bytes arrived) and is not complete yet.
+    /// Whether a request has begun (some of its bytes arrived, leading empty lines included)
+    /// and is not complete yet.
     pub fn in_request(&self) -> bool {
         match self.state {
-            State::Head { .. } => self.buffered() > 0,
+            State::Head { .. } => self.begun || self.buffered() > 0,
             State::Body { .. } => true,
             State::Failed => false,
         }
@@ -188,6 +193,11 @@ impl RequestReader {
     /// The `Origin` of the request the reader refused, when its head was parsed.
     pub fn failed_origin(&self) -> Option<&str> {
         self.failed_origin.as_deref()
+    }
+
+    /// Whether a request's head has been read and its body has not arrived in full.
+    pub fn head_complete(&self) -> bool {
+        matches!(self.state, State::Body { .. })
     }
 
     /// Whether the reader returned an error and stopped.
@@ -243,6 +253,7 @@ impl RequestReader {
             // RFC 9112 §2.2: ignore empty lines before a request line.
             while self.pos < self.buf.len() && matches!(self.buf[self.pos], b'\r' | b'\n') {
                 self.pos += 1;
+                self.begun = true;
             }
         }
         let data = &self.buf[self.pos..];
@@ -271,6 +282,7 @@ impl RequestReader {
             }
             Ok((request, Ok(framing))) => {
                 self.pos += end;
+                self.begun = false;
                 self.state = State::Body {
                     request: Box::new(request),
                     framing,

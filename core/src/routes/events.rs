@@ -8,7 +8,7 @@ use crate::form;
 use crate::http::{Request, Version};
 use crate::response::Persist;
 use crate::room::Rooms;
-use crate::routes::{room_for, Action, Ctx};
+use crate::routes::{check_origin, create_room, room_name, Action, Ctx};
 use crate::sse;
 
 /// A stream to open: its room, its encoding, and its first bytes (head and replay).
@@ -40,7 +40,15 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
     if since.as_deref().is_some_and(|s| !Since::is_valid(s)) {
         return Action::reject(400, "invalid cursor");
     }
-    let room_i = match room_for(ctx, request, rooms) {
+    let name = match room_name(request) {
+        Ok(n) => n,
+        Err(action) => return action,
+    };
+    // A stream holds a slot: a foreign page may not open one any more than publish.
+    if let Err(action) = check_origin(ctx, request, "cross-origin stream not allowed") {
+        return action;
+    }
+    let room_i = match create_room(ctx, rooms, &name) {
         Ok(r) => r,
         Err(action) => return action,
     };

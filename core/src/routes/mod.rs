@@ -138,21 +138,44 @@ pub(crate) struct Ctx<'a> {
     pub persist: Persist,
 }
 
-/// The room named in the query (default `main`), created on first use.
-pub(crate) fn room_for(
-    ctx: &Ctx<'_>,
-    request: &Request,
-    rooms: &mut Rooms,
-) -> Result<usize, Action> {
+/// The room named in the query (default `main`), checked but not created: a room comes into
+/// being only for a request that passed every other check ([`create_room`]).
+pub(crate) fn room_name(request: &Request) -> Result<String, Action> {
     let name = form::field(request.query().unwrap_or("").as_bytes(), "room")
         .map_err(|()| Action::reject(400, "invalid room name"))?;
-    let name = name.as_deref().unwrap_or("main");
-    if !room::valid_room(name) {
+    let name = name.unwrap_or_else(|| "main".to_owned());
+    if !room::valid_room(&name) {
         return Err(Action::reject(400, "invalid room name"));
     }
-    rooms
-        .find_or_create(name, ctx.epoch, ctx.config.max_rooms)
-        .ok_or(Action::reject(503, "too many rooms"))
+    Ok(name)
+}
+
+/// The room named `name`, created if needed; `503` when every room is in use.
+pub(crate) fn create_room(ctx: &Ctx<'_>, rooms: &mut Rooms, name: &str) -> Result<usize, Action> {
+    rooms.create(name, ctx.epoch).ok_or(Action::Reject {
+        status: 503,
+        reason: "too many rooms",
+        header: Some(("Retry-After", crate::conn::RETRY_AFTER_SECS.to_string())),
+    })
+}
+
+/// Refuses a cross-origin request that is neither same-origin nor allow-listed (`403`): a
+/// publish, or a poll that would hold a slot.
+pub(crate) fn check_origin(
+    ctx: &Ctx<'_>,
+    request: &Request,
+    what: &'static str,
+) -> Result<(), Action> {
+    match request.headers.origin.as_deref() {
+        Some(origin)
+            if !ctx
+                .cors
+                .may_publish(origin, request.headers.host.as_deref()) =>
+        {
+            Err(Action::reject(403, what))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Answers `OPTIONS`: a CORS preflight from an allow-listed origin gets its permissions, one

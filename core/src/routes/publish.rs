@@ -12,7 +12,7 @@ use crate::http::Request;
 use crate::rate::RateLimit;
 use crate::response::{self, Response};
 use crate::room::Rooms;
-use crate::routes::{room_for, Action, Ctx};
+use crate::routes::{check_origin, create_room, room_name, Action, Ctx};
 
 /// Longest client-chosen publish id.
 const MAX_ID_BYTES: usize = 128;
@@ -35,16 +35,11 @@ pub(crate) fn handle(
     from: Sender,
     mut request: Request,
 ) -> Action {
-    if let Some(origin) = request.headers.origin.as_deref() {
-        if !ctx
-            .cors
-            .may_publish(origin, request.headers.host.as_deref())
-        {
-            return Action::reject(403, "cross-origin publish not allowed");
-        }
+    if let Err(action) = check_origin(ctx, &request, "cross-origin publish not allowed") {
+        return action;
     }
-    let room_i = match room_for(ctx, &request, rooms) {
-        Ok(r) => r,
+    let name = match room_name(&request) {
+        Ok(n) => n,
         Err(action) => return action,
     };
     let wants_json = wants_json(&request);
@@ -52,12 +47,13 @@ pub(crate) fn handle(
         Ok(b) => b,
         Err(action) => return action,
     };
+    let existing = rooms.find(&name);
     let repeated = body
         .id
         .as_deref()
-        .and_then(|key| rooms.get(room_i).ids.get(key).copied());
-    let (seq, fresh) = match repeated {
-        Some(seq) => (seq, None),
+        .and_then(|key| existing.and_then(|i| rooms.get(i).ids.get(key).map(|&seq| (i, seq))));
+    let (room_i, seq, fresh) = match repeated {
+        Some((i, seq)) => (i, seq, None),
         None => {
             if let Some(wait) = rate.take(from.peer, from.now) {
                 return Action::Reject {
@@ -66,15 +62,21 @@ pub(crate) fn handle(
                     header: Some(("Retry-After", wait.to_string())),
                 };
             }
+            // Only now, with every check passed, may the room come into being.
+            let room_i = match create_room(ctx, rooms, &name) {
+                Ok(r) => r,
+                Err(action) => return action,
+            };
             let config = ctx.config;
-            let seq = rooms.get_mut(room_i).push(
-                Bytes::from(body.message.into_bytes()),
+            let seq = rooms.push(
+                room_i,
+                exact(body.message.into_bytes()),
                 body.id.map(String::into_boxed_str),
                 from.time_ms,
                 config.history_messages,
                 config.history_bytes,
             );
-            (seq, Some(seq))
+            (room_i, seq, Some(seq))
         }
     };
     let origin = ctx
@@ -90,6 +92,17 @@ pub(crate) fn handle(
         room: room_i,
         seq: fresh,
         answer,
+    }
+}
+
+/// The message text as kept in the history: at its exact length (a decoded form body comes in
+/// a buffer sized for the encoded one, which `Bytes::from` would keep whole).
+fn exact(mut text: Vec<u8>) -> Bytes {
+    text.shrink_to_fit();
+    if text.capacity() == text.len() {
+        Bytes::from(text)
+    } else {
+        Bytes::copy_from_slice(&text)
     }
 }
 

@@ -4,8 +4,8 @@ use crate::batch::Batch;
 use crate::cursor::Since;
 use crate::form;
 use crate::http::Request;
-use crate::room::Rooms;
-use crate::routes::{room_for, Action, Ctx, Wait};
+use crate::room::{Rooms, Shared};
+use crate::routes::{check_origin, create_room, room_name, Action, Ctx, Wait};
 
 /// Reads the poll's format, cursor and room; answers with messages, or asks to hold it.
 pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Action {
@@ -24,7 +24,15 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
     if since.as_deref().is_some_and(|s| !Since::is_valid(s)) {
         return Action::reject(400, "invalid cursor");
     }
-    let room_i = match room_for(ctx, request, rooms) {
+    let name = match room_name(request) {
+        Ok(n) => n,
+        Err(action) => return action,
+    };
+    // A poll holds a slot: a foreign page may not hold them any more than publish.
+    if let Err(action) = check_origin(ctx, request, "cross-origin subscribe not allowed") {
+        return action;
+    }
+    let room_i = match create_room(ctx, rooms, &name) {
         Ok(r) => r,
         Err(action) => return action,
     };
@@ -44,15 +52,33 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
     let reset = since == Some(Since::OtherEpoch);
     let cors = ctx.cors.index(request.headers.origin.as_deref());
     if room.last_seq > after {
+        // From the oldest retained message with no gap (`since=0`, the oldest cursor): the
+        // answer many clients ask for, encoded once and shared until the room changes.
+        let shared_key =
+            (json && gap == 0 && !reset && after < room.first_seq()).then_some((ctx.persist, cors));
+        if let Some(shared) = room.shared.as_ref().filter(|s| Some(s.key) == shared_key) {
+            return Action::Deliver {
+                data: shared.data.clone(),
+                messages: shared.messages,
+            };
+        }
         let batch = Batch {
             gap,
             reset,
             json,
             max: ctx.config.batch_messages,
+            budget: ctx.config.batch_budget(),
             persist: ctx.persist,
             origin: ctx.cors.origin(cors),
         };
         let (data, messages) = batch.encode(room, after);
+        if let Some(key) = shared_key {
+            rooms.get_mut(room_i).shared = Some(Shared {
+                key,
+                data: data.clone(),
+                messages,
+            });
+        }
         return Action::Deliver { data, messages };
     }
     // Nothing to send yet: hold the poll.

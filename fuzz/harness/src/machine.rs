@@ -69,6 +69,7 @@ pub fn config_for(selector: u8) -> Config {
             head_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(3),
             max_rooms: 2,
+            room_idle: Duration::from_secs(30),
             history_messages: 3,
             history_bytes: 24,
             batch_messages: 2,
@@ -79,6 +80,8 @@ pub fn config_for(selector: u8) -> Config {
             sse_retry: Duration::from_millis(500),
             sse_heartbeat: Duration::from_secs(1),
             sse_max_age: Duration::from_secs(2),
+            allow_hosts: vec!["h".into()],
+            listen_loopback: true,
         },
     };
     assert_eq!(config.validate(), Ok(()), "the harness's config is invalid");
@@ -459,11 +462,16 @@ fn check_response(data: &[u8]) -> (Option<String>, Option<bool>) {
 
 /// The well-formed request `template` for `room`, with a cursor from those seen.
 fn request(template: u8, room: u8, flags: u8, cursors: &[String], epoch: &str) -> Vec<u8> {
-    let room = match room % 4 {
+    // More names than the tiny config's two rooms: rooms are created, evicted and recreated.
+    let room = match room % 8 {
         0 => "room=a&",
         1 => "room=b&",
         2 => "",
-        _ => "room=c&",
+        3 => "room=c&",
+        4 => "room=d&",
+        5 => "room=e&",
+        6 => "room=f&",
+        _ => "room=g&",
     };
     let since = match flags % 8 {
         0 | 1 => String::new(),
@@ -524,7 +532,7 @@ fn request(template: u8, room: u8, flags: u8, cursors: &[String], epoch: &str) -
         9 => format!("GET /metrics HTTP/1.1\r\nHost: h\r\n{close}\r\n"),
         10 => "HEAD /healthz HTTP/1.0\r\n\r\n".into(),
         11 => format!("DELETE /publish HTTP/1.1\r\nHost: h\r\n{close}\r\n"),
-        12 => format!("GET /chat.css HTTP/1.1\r\nHost: h\r\n{close}\r\n"),
+        12 => format!("GET http://h/chat.css HTTP/1.1\r\nHost: h\r\n{close}\r\n"),
         13 => format!("GET /events?{room}{since} HTTP/1.1\r\nHost: h\r\n{origin}{close}\r\n"),
         _ => format!(
             "GET /events?{room}format=json HTTP/1.0\r\nLast-Event-ID: {}\r\n\r\n",

@@ -406,7 +406,7 @@ pub fn a_reset_frees_a_paused_connection_at_once(bin: Bin) {
     // An answer this client never reads (so closing the socket sends a reset, not a FIN), the
     // held poll, and 120 KiB behind it.
     let mut bytes =
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /subscribe?room=reset HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nGET /subscribe?room=reset HTTP/1.1\r\nHost: localhost\r\n\r\n"
             .to_vec();
     bytes.extend(padded_healthz(8));
     c.send(&bytes);

@@ -80,7 +80,7 @@ pub fn publish(c: &mut Client, room: &str, text: &str) -> Response {
 /// small.
 pub fn padded_healthz(n: usize) -> Vec<u8> {
     let one = format!(
-        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
         "p".repeat(15_000)
     );
     one.repeat(n).into_bytes()

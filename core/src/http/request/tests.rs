@@ -273,9 +273,51 @@ fn garbage_is_400() {
     assert_eq!(err(b"\x00\x01\x02 hello\r\n\r\n").status, 400);
     assert_eq!(err(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").status, 400);
     assert_eq!(
-        err(b"GET http://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        err(b"GET ftp://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n").status,
         400
     );
+}
+
+#[test]
+fn absolute_form_targets_are_accepted() {
+    // RFC 9112 §3.2.2: path and query from the target, the authority in place of Host.
+    let r = one(b"GET http://Chat.Example:8080/subscribe?room=a HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.target, "/subscribe?room=a");
+    assert_eq!(r.path(), "/subscribe");
+    assert_eq!(r.headers.host.as_deref(), Some("Chat.Example:8080"));
+    let r = one(b"GET HTTPS://h HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(
+        (r.target.as_str(), r.headers.host.as_deref()),
+        ("/", Some("h"))
+    );
+    let r = one(b"GET http://h?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.target, "/?x=1");
+    for bad in [
+        &b"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+        b"GET http://u@h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+    ] {
+        assert_eq!(err(bad).status, 400, "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn empty_lines_begin_a_request() {
+    // The head deadline runs from the first byte: a CRLF is not an idle connection.
+    let mut reader = RequestReader::new(Limits::default());
+    assert!(!reader.in_request());
+    reader.push(b"\r\n");
+    assert!(reader.next_event().is_none());
+    assert_eq!(reader.buffered(), 0);
+    assert!(reader.in_request());
+    reader.push(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n");
+    assert!(reader.next_event().is_none());
+    assert!(reader.head_complete() && reader.in_request());
+    reader.push(b"ok");
+    assert!(matches!(
+        reader.next_event(),
+        Some(Ok(ReadEvent::Request(_)))
+    ));
+    assert!(!reader.in_request() && !reader.head_complete());
 }
 
 #[test]
