@@ -9,6 +9,7 @@
 use core::fmt;
 use core::time::Duration;
 
+use crate::forwarded::TrustedProxy;
 use crate::http::{Limits, MAX_HEADERS_CAP};
 
 /// The connection cap of [`Config::default`]. The binaries replace it with the process's
@@ -70,6 +71,10 @@ pub struct Config {
     /// A stream open this long is ended cleanly, so its client reconnects with `Last-Event-ID`
     /// (`--sse-max-age`); `0` is no limit.
     pub sse_max_age: Duration,
+    /// Peers whose `Forwarded` / `X-Forwarded-*` headers are believed (`--trusted-proxy`,
+    /// repeatable): the client address and public origin they state replace the peer's for the
+    /// rate limit, the per-address connection cap and the same-origin rule. None by default.
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Host names (or `host:port`) accepted in `Host` besides the loopback ones when
     /// [`listen_loopback`](Self::listen_loopback) is set (`--allow-host`, repeatable).
     pub allow_hosts: Vec<String>,
@@ -102,6 +107,7 @@ impl Default for Config {
             sse_retry: Duration::from_secs(3),
             sse_heartbeat: Duration::from_secs(15),
             sse_max_age: Duration::ZERO,
+            trusted_proxies: Vec::new(),
             allow_hosts: Vec::new(),
             listen_loopback: false,
         }

@@ -3,6 +3,8 @@
 //! An allow-listed origin is remembered by its index in the list (a `u16`), so a held poll
 //! carries two bytes rather than a string, and answers to the same origin share one encoding.
 
+use crate::forwarded::Site;
+
 /// The origins allowed to read from (and publish to) this server from another site.
 #[derive(Debug)]
 pub(crate) struct Cors {
@@ -56,31 +58,14 @@ impl Cors {
             .map(String::as_str)
     }
 
-    /// Whether an `Origin` may publish (or hold a poll): in the allow-list, or the same origin
-    /// as the request: scheme `http` or `https`, the same host and the same port, a missing port
-    /// being the scheme's default (the server cannot see the scheme it is reached by behind a
-    /// TLS proxy, so the `Host` takes the port of the `Origin`'s scheme).
-    pub fn may_publish(&self, origin: &str, host: Option<&str>) -> bool {
+    /// Whether an `Origin` may publish: the same origin (scheme, host and port; see
+    /// [`Site::admits`]) as the request itself (`site`: its `Host`, or the public origin a trusted
+    /// proxy forwarded), or in the allow-list.
+    pub fn may_publish(&self, origin: &str, site: Option<&Site>) -> bool {
         if self.origins.iter().any(|o| o == origin) {
             return true;
         }
-        let Some(host) = host else {
-            return false;
-        };
-        let (default_port, authority) = if let Some(a) = origin.strip_prefix("http://") {
-            (80, a)
-        } else if let Some(a) = origin.strip_prefix("https://") {
-            (443, a)
-        } else {
-            return false;
-        };
-        match (split_authority(authority), split_authority(host)) {
-            (Some((oh, op)), Some((hh, hp))) => {
-                oh.eq_ignore_ascii_case(hh)
-                    && op.unwrap_or(default_port) == hp.unwrap_or(default_port)
-            }
-            _ => false,
-        }
+        site.is_some_and(|site| site.admits(origin))
     }
 }
 
@@ -151,24 +136,35 @@ mod tests {
         assert_eq!(cors.index(None), None);
         assert_eq!(cors.origin(Some(0)), Some("https://a.example"));
         assert_eq!(cors.origin(Some(2)), None);
+        let site = Site::from_origin("http://chat.example").unwrap();
+        let direct = Site::from_origin("http://127.0.0.1:8080").map(|s| Site { scheme: None, ..s });
+        assert!(cors.may_publish("http://127.0.0.1:8080", direct.as_ref()));
+        assert!(cors.may_publish("https://127.0.0.1:8080", direct.as_ref()));
+        assert!(!cors.may_publish("http://127.0.0.1:8081", direct.as_ref()));
         assert!(cors.may_publish("https://a.example", None));
-        assert!(cors.may_publish("http://Chat.Example", Some("chat.example")));
-        assert!(!cors.may_publish("http://evil.example", Some("chat.example")));
-        assert!(!cors.may_publish("null", Some("chat.example")));
+        assert!(cors.may_publish("http://Chat.Example", Some(&site)));
+        assert!(cors.may_publish("http://chat.example:80", Some(&site)));
+        assert!(!cors.may_publish("https://chat.example", Some(&site)));
+        assert!(!cors.may_publish("http://chat.example:8080", Some(&site)));
+        assert!(!cors.may_publish("http://evil.example", Some(&site)));
+        assert!(!cors.may_publish("null", Some(&site)));
+        assert!(!cors.may_publish("http://chat.example", None));
     }
 
     #[test]
     fn same_origin_is_scheme_host_and_port() {
         let cors = Cors::new(Vec::new());
-        assert!(cors.may_publish("http://h.example", Some("h.example:80")));
-        assert!(cors.may_publish("http://h.example:80", Some("h.example")));
-        assert!(cors.may_publish("https://h.example", Some("h.example")));
-        assert!(cors.may_publish("http://[::1]:8080", Some("[::1]:8080")));
-        assert!(!cors.may_publish("http://h.example:8080", Some("h.example")));
-        assert!(!cors.may_publish("http://h.example", Some("h.example:8080")));
-        assert!(!cors.may_publish("https://h.example", Some("h.example:80")));
-        assert!(!cors.may_publish("ftp://h.example", Some("h.example")));
-        assert!(!cors.may_publish("http://h.example:x", Some("h.example")));
+        let host = |h: &str| Site::from_host(None, h, None);
+        let may = |origin: &str, h: &str| cors.may_publish(origin, host(h).as_ref());
+        assert!(may("http://h.example", "h.example:80"));
+        assert!(may("http://h.example:80", "h.example"));
+        assert!(may("https://h.example", "h.example"));
+        assert!(may("http://[::1]:8080", "[::1]:8080"));
+        assert!(!may("http://h.example:8080", "h.example"));
+        assert!(!may("http://h.example", "h.example:8080"));
+        assert!(!may("https://h.example", "h.example:80"));
+        assert!(!may("ftp://h.example", "h.example"));
+        assert!(!may("http://h.example:x", "h.example"));
     }
 
     #[test]

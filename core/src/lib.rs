@@ -124,6 +124,7 @@ mod conn;
 mod cors;
 mod cursor;
 mod form;
+mod forwarded;
 mod http;
 mod metrics;
 mod page;
@@ -138,6 +139,7 @@ mod timers;
 use http::response;
 
 pub use config::{Config, ConfigError};
+pub use forwarded::TrustedProxy;
 pub use http::{Limits, MAX_HEADERS_CAP};
 pub use server::{ConnId, Error, Output, Server};
 

@@ -16,6 +16,8 @@ pub(crate) struct Metrics {
     pub events_sent: u64,
     /// Event streams cut off for not reading (past the unsent-bytes cap).
     pub stream_cutoffs: u64,
+    /// Requests from a trusted proxy whose forwarding headers did not parse.
+    pub forwarded_malformed: u64,
     /// Requests answered with an error, by status.
     rejected: HashMap<u16, u64>,
 }
@@ -39,7 +41,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn text(&self, g: Gauges) -> Vec<u8> {
-        let table: [(&str, &str, &str, u64); 13] = [
+        let table: [(&str, &str, &str, u64); 14] = [
             (
                 "parlor_connections",
                 "gauge",
@@ -100,6 +102,12 @@ impl Metrics {
                 "counter",
                 "Event streams cut off for not reading their events.",
                 self.stream_cutoffs,
+            ),
+            (
+                "parlor_forwarded_malformed_total",
+                "counter",
+                "Requests from a trusted proxy with malformed forwarding headers (taken as direct).",
+                self.forwarded_malformed,
             ),
             (
                 "parlor_rooms_created_total",

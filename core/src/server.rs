@@ -15,9 +15,10 @@ use core::net::IpAddr;
 
 use crate::batch;
 use crate::config::Config;
-use crate::conn::{Conns, Hold, Received, Stream};
+use crate::conn::{Conns, Hold, Received, Stream, RETRY_AFTER_SECS};
 use crate::cors::{self, Cors};
 use crate::cursor::{self, Cursor};
+use crate::forwarded::{Client, Forwarding, Site};
 use crate::http::{HttpError, Method, ReadEvent, Request};
 use crate::metrics::Gauges;
 use crate::page::Page;
@@ -140,6 +141,7 @@ pub struct Server {
     rooms: Rooms,
     cors: Cors,
     rate: RateLimit,
+    forwarding: Forwarding,
     page: Page,
     shutting_down: bool,
 }
@@ -161,6 +163,7 @@ impl Server {
             rooms: Rooms::new(config.max_rooms, config.room_idle, now),
             cors: Cors::new(config.allow_origins.clone()),
             rate: RateLimit::new(config.publish_rate, config.publish_burst),
+            forwarding: Forwarding::new(config.trusted_proxies.clone()),
             page: Page::new(),
             shutting_down: false,
             config,
@@ -224,11 +227,13 @@ impl Server {
     }
 
     /// A connection from `peer` was accepted. Over the connection caps, or while shutting down,
-    /// it gets a ready `503` and a `Close`.
+    /// it gets a ready `503` and a `Close`. A trusted proxy (`--trusted-proxy`) is not held to
+    /// the per-address cap: its connections are shared by many clients.
     pub fn handle_accept(&mut self, peer: IpAddr, now: Instant) -> ConnId {
         self.tick(now);
+        let proxy = self.forwarding.trusts(peer);
         self.conns
-            .accept(peer, self.shutting_down, &mut self.rooms, now)
+            .accept(peer, proxy, self.shutting_down, &mut self.rooms, now)
     }
 
     /// Bytes arrived on `conn`.
@@ -347,16 +352,35 @@ impl Server {
         let Some(peer) = self.conns.peer(id) else {
             return;
         };
-        let action = self.route(peer, request, reply.persist, now);
-        self.carry_out(id, action, reply, now);
+        let client = self.forwarding.client(peer, &request);
+        if client.malformed {
+            self.conns.metrics.forwarded_malformed += 1;
+        }
+        let action = self.route(&client, request, reply.persist, now);
+        let proxied = client.forwarded.then_some(client.addr);
+        self.carry_out(id, action, reply, proxied, now);
     }
 
-    /// What the request asks for.
-    fn route(&mut self, peer: IpAddr, request: Request, persist: Persist, now: Instant) -> Action {
-        if self.config.listen_loopback
-            && !cors::host_allowed(request.headers.host.as_deref(), &self.config.allow_hosts)
-        {
-            return Action::reject(421, "this server answers only to localhost");
+    /// What the request from `client` asks for.
+    fn route(
+        &mut self,
+        client: &Client,
+        request: Request,
+        persist: Persist,
+        now: Instant,
+    ) -> Action {
+        // DNS rebinding: on loopback, only loopback (or --allow-host) names are served. Behind a
+        // trusted proxy the name checked is the public one it forwarded.
+        if self.config.listen_loopback {
+            let forwarded = client.forwarded.then(|| client.site(None)).flatten();
+            let authority = forwarded.as_ref().map(Site::authority);
+            let host = match &authority {
+                Some(a) => Some(a.as_str()),
+                None => request.headers.host.as_deref(),
+            };
+            if !cors::host_allowed(host, &self.config.allow_hosts) {
+                return Action::reject(421, "this server answers only to localhost");
+            }
         }
         let Some(route) = Route::from_path(request.path()) else {
             return Action::reject(404, "not found");
@@ -366,6 +390,7 @@ impl Server {
             cors: &self.cors,
             epoch: &self.epoch,
             persist,
+            client,
         };
         if request.method == Method::Options {
             return routes::preflight(&ctx, &request, route.allowed());
@@ -396,7 +421,7 @@ impl Server {
             Route::Events => events::handle(&ctx, &mut self.rooms, &request),
             Route::Publish => {
                 let from = publish::Sender {
-                    peer,
+                    peer: client.addr,
                     now,
                     time_ms: self.epoch_ms
                         + now.saturating_duration_since(self.start).as_millis() as u64,
@@ -406,9 +431,30 @@ impl Server {
         }
     }
 
-    /// Carries out what a route decided, through the connection layer.
-    fn carry_out(&mut self, id: ConnId, action: Action, reply: Reply, now: Instant) {
+    /// Carries out what a route decided, through the connection layer. `proxied`: the client's
+    /// address, when a trusted proxy forwarded it (a poll held or a stream opened for it counts
+    /// against the per-address cap).
+    fn carry_out(
+        &mut self,
+        id: ConnId,
+        action: Action,
+        reply: Reply,
+        proxied: Option<IpAddr>,
+        now: Instant,
+    ) {
         let persist = reply.persist;
+        let action = match action {
+            Action::Hold(_) | Action::Stream(_)
+                if proxied.is_some_and(|c| !self.conns.admit_proxied(id, c)) =>
+            {
+                Action::Reject {
+                    status: 503,
+                    reason: "too many connections from this address",
+                    header: Some(("Retry-After", RETRY_AFTER_SECS.to_string())),
+                }
+            }
+            action => action,
+        };
         let rooms = &mut self.rooms;
         match action {
             Action::Answer(data) => self.conns.answer(id, data, persist, rooms, now),

@@ -5,8 +5,8 @@
 //! `--flag=value` behave as Rust users expect, and its `env` feature lets every flag also come
 //! from an environment variable (`--poll-timeout` from `PARLOR_POLL_TIMEOUT`), which is how
 //! containers are configured. A flag on the command line wins over its variable; a repeated
-//! flag overrides the earlier one, except `--allow-origin`, which adds to the list (its variable
-//! takes a comma-separated list).
+//! flag overrides the earlier one, except `--allow-origin` and `--trusted-proxy`, which add to
+//! their lists (their variables take a comma-separated list).
 //!
 //! `--help` (or `-h`) anywhere on the line wins over everything else, errors included.
 //!
@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use parlor_core::config::{check_host, check_origin, ConfigError};
-use parlor_core::Config;
+use parlor_core::{Config, TrustedProxy};
 
 /// File descriptors kept in reserve below the open-file limit when the binaries derive their
 /// connection cap from it: the listener, the poll, the signal pipe, stdio, and some slack.
@@ -182,6 +182,16 @@ struct Flags {
     /// An event stream open this long is ended cleanly, 0 = no limit
     #[arg(long, env = "PARLOR_SSE_MAX_AGE", value_name = "DUR", value_parser = duration)]
     sse_max_age: Duration,
+    /// A reverse proxy (address or CIDR network) whose Forwarded / X-Forwarded-* headers are
+    /// believed (repeatable; none by default)
+    #[arg(
+        long,
+        env = "PARLOR_TRUSTED_PROXY",
+        value_name = "ADDR_OR_CIDR",
+        value_delimiter = ',',
+        value_parser = trusted_proxy
+    )]
+    trusted_proxy: Vec<TrustedProxy>,
     /// On a loopback address, a Host served besides loopback names: `name` or `name:port`
     /// (repeatable; 421 for others)
     #[arg(
@@ -295,6 +305,7 @@ fn to_cli(matches: &ArgMatches) -> Result<Cli, ConfigError> {
         sse_retry: f.sse_retry,
         sse_heartbeat: f.sse_heartbeat,
         sse_max_age: f.sse_max_age,
+        trusted_proxies: f.trusted_proxy,
         allow_hosts: f.allow_host,
         // DNS rebinding: a server on loopback serves only requests addressed to it.
         listen_loopback: f.listen.ip().is_loopback(),
@@ -325,6 +336,7 @@ const RENAMED: &[(&str, &str)] = &[
     ("limits.max_uri", "--max-uri-bytes"),
     ("limits.max_body", "--max-body-bytes"),
     ("allow_origins", "--allow-origin"),
+    ("trusted_proxies", "--trusted-proxy"),
     ("allow_hosts", "--allow-host"),
 ];
 
@@ -396,6 +408,10 @@ fn origin(value: &str) -> Result<String, String> {
     check_origin(value)
         .map(|()| value.to_owned())
         .map_err(str::to_owned)
+}
+
+fn trusted_proxy(value: &str) -> Result<TrustedProxy, String> {
+    value.parse().map_err(str::to_owned)
 }
 
 /// Parses `250ms`, `25s`, `2m`, or a plain number of seconds.
@@ -537,7 +553,7 @@ mod tests {
             .get_arguments()
             .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
             .collect();
-        assert_eq!(flags.len(), 26);
+        assert_eq!(flags.len(), 27);
         for arg in flags {
             let long = arg.get_long().unwrap();
             let flag = format!("--{long}");
@@ -548,7 +564,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("{flag} not in help"));
             assert!(line.contains(&format!("[env: {env}=]")), "{line}");
             assert!(
-                line.contains("[default: ") || long == "allow-origin" || long == "allow-host",
+                line.contains("[default: ")
+                    || ["allow-origin", "trusted-proxy", "allow-host"].contains(&long),
                 "{line}"
             );
             let value = match arg.get_value_names().unwrap()[0].as_str() {
@@ -558,11 +575,29 @@ mod tests {
                 "N" => "8",
                 "DUR" => "1s",
                 "ORIGIN" => "https://x.example",
+                "ADDR_OR_CIDR" => "10.0.0.0/8",
                 "HOST" => "x.example",
                 other => panic!("{other}"),
             };
             run(&[&flag, value]).unwrap_or_else(|e| panic!("{flag}: {e}"));
         }
+    }
+
+    #[test]
+    fn trusted_proxies_add_up_and_bad_ones_name_the_flag() {
+        let cli = run(&["--trusted-proxy", "127.0.0.1", "--trusted-proxy=fd00::/8"]).unwrap();
+        let list: Vec<_> = cli
+            .config
+            .trusted_proxies
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(list, ["127.0.0.1", "fd00::/8"]);
+        for bad in ["localhost", "10.0.0.1/8", "10.0.0.0/40", "127.0.0.1:80"] {
+            let e = error(&["--trusted-proxy", bad]);
+            assert!(e.starts_with(&format!("--trusted-proxy: {bad:?} ")), "{e}");
+        }
+        assert!(error(&["--trusted-proxy", "x"]).contains("IP address or CIDR"));
     }
 
     #[test]

@@ -65,6 +65,11 @@ impl Conns {
                 self.streams
             ));
         }
+        self.proxied.check(|id| {
+            self.slab
+                .get(id.0)
+                .is_some_and(|c| matches!(c.state, State::Held(_) | State::Streaming(_)))
+        })?;
         for r in rooms.iter() {
             for (_, w) in r.streams.iter() {
                 if !self.slab.contains(w.conn.0) {

@@ -57,6 +57,7 @@ use crate::timers::{Deadline, TimerKind, Timers};
 use crate::{ConnId, Error, Output};
 
 mod check;
+mod proxied;
 mod table;
 
 pub(crate) use table::Received;
@@ -160,6 +161,8 @@ pub(crate) struct Conns {
     held: usize,
     /// Event streams open now.
     streams: usize,
+    /// Polls held through a trusted proxy, per forwarded client (the per-address cap there).
+    proxied: proxied::ProxiedHolds,
     cache: ResponseCache,
     settings: Settings,
     /// The counters (this layer counts accepts, requests, bytes and errors).
@@ -168,10 +171,12 @@ pub(crate) struct Conns {
 
 impl Conns {
     /// A new connection: Open with a head deadline, or refused `503` (over the caps, or while
-    /// `shutting_down`).
+    /// `shutting_down`). A `proxy` peer (a trusted reverse proxy) is not held to the
+    /// per-address cap: its connections carry many clients.
     pub fn accept(
         &mut self,
         peer: IpAddr,
+        proxy: bool,
         shutting_down: bool,
         rooms: &mut Rooms,
         now: Instant,
@@ -188,9 +193,11 @@ impl Conns {
             paused: false,
             eof: false,
         }));
-        let count = self.per_ip.entry(peer).or_insert(0);
-        *count += 1;
-        let per_ip_over = s.max_connections_per_ip > 0 && *count > s.max_connections_per_ip;
+        let per_ip_over = !proxy && {
+            let count = self.per_ip.entry(peer).or_insert(0);
+            *count += 1;
+            s.max_connections_per_ip > 0 && *count > s.max_connections_per_ip
+        };
         let refusal = if shutting_down {
             Some("server is shutting down")
         } else if self.slab.len() > s.max_connections {
@@ -444,6 +451,7 @@ impl Conns {
         c.state = State::Open;
         rooms.remove_waiter(hold.room, hold.slot);
         self.held -= 1;
+        self.proxied.release(id);
         Some(hold)
     }
 
@@ -458,7 +466,15 @@ impl Conns {
         );
         c.state = State::Open;
         self.held -= 1;
+        self.proxied.release(id);
         self.set_timer(id, None);
+    }
+
+    /// Before a poll from `client` behind a trusted proxy is held on `id` (or a stream opened):
+    /// counts it, or says `false` when that client already holds `--max-connections-per-ip`.
+    pub fn admit_proxied(&mut self, id: ConnId, client: IpAddr) -> bool {
+        let cap = self.settings.max_connections_per_ip;
+        self.proxied.admit(id, client, cap)
     }
 }
 
@@ -550,6 +566,7 @@ impl Conns {
             c.state = State::Open;
             rooms.remove_stream(stream.room, stream.slot);
             self.streams -= 1;
+            self.proxied.release(id);
         }
     }
 }

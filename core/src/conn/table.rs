@@ -37,6 +37,7 @@ impl Conns {
             ready: Vec::new(),
             held: 0,
             streams: 0,
+            proxied: Default::default(),
             cache: ResponseCache::new(),
             settings: Settings {
                 limits: config.limits,

@@ -9,6 +9,7 @@
 
 use super::chunked::Chunk;
 use super::{HttpError, Limits, MAX_HEADERS_CAP};
+use crate::forwarded::ForwardedHeaders;
 
 /// The request methods Parlor tells apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +71,9 @@ pub struct Headers {
     pub last_event_id: Option<String>,
     /// `Expect: 100-continue` was present.
     pub expect_continue: bool,
+    /// `Forwarded` and `X-Forwarded-*`, believed only from a trusted proxy (`forwarded.rs`);
+    /// boxed, as most requests have none.
+    pub forwarding: Option<Box<ForwardedHeaders>>,
 }
 
 /// One complete request: head and body.
@@ -268,6 +272,13 @@ impl Fields {
             headers.origin = Some(text(value)?);
         } else if name.eq_ignore_ascii_case("last-event-id") {
             headers.last_event_id = Some(text(value)?);
+        } else if let Some(field) = forwarding_field(&mut headers.forwarding, name) {
+            // A list: several fields are one value joined with commas (RFC 9110 §5.3).
+            let value = text(value)?;
+            *field = Some(match field.take() {
+                Some(prev) => prev + ", " + &value,
+                None => value,
+            });
         } else if name.eq_ignore_ascii_case("expect") {
             if trim(value).eq_ignore_ascii_case(b"100-continue") {
                 headers.expect_continue = version == Version::Http11;
@@ -355,6 +366,33 @@ impl Fields {
             Version::Http10 => self.keep_alive && !self.close,
         }
     }
+}
+
+/// The slot of a forwarding header field, if `name` is one.
+fn forwarding_field<'a>(
+    f: &'a mut Option<Box<ForwardedHeaders>>,
+    name: &str,
+) -> Option<&'a mut Option<String>> {
+    let x = name
+        .get(..12)
+        .is_some_and(|p| p.eq_ignore_ascii_case("x-forwarded-"));
+    if !x && !name.eq_ignore_ascii_case("forwarded") {
+        return None;
+    }
+    let f = f.get_or_insert_with(Box::default);
+    if !x {
+        return Some(&mut f.forwarded);
+    }
+    let rest = &name[12..];
+    [
+        ("for", &mut f.x_for),
+        ("proto", &mut f.x_proto),
+        ("host", &mut f.x_host),
+        ("port", &mut f.x_port),
+    ]
+    .into_iter()
+    .find(|(n, _)| rest.eq_ignore_ascii_case(n))
+    .map(|(_, slot)| slot)
 }
 
 fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {

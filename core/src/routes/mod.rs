@@ -15,6 +15,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::cors::{self, Cors};
 use crate::form;
+use crate::forwarded::Client;
 use crate::http::{Method, Request};
 use crate::page::File;
 use crate::response::{self, Persist, Response};
@@ -136,6 +137,8 @@ pub(crate) struct Ctx<'a> {
     pub epoch: &'a str,
     /// The answer's connection header.
     pub persist: Persist,
+    /// Who sent the request, and by which origin (forwarded by a trusted proxy, or direct).
+    pub client: &'a Client,
 }
 
 /// The room named in the query (default `main`), checked but not created: a room comes into
@@ -166,15 +169,15 @@ pub(crate) fn check_origin(
     request: &Request,
     what: &'static str,
 ) -> Result<(), Action> {
-    match request.headers.origin.as_deref() {
-        Some(origin)
-            if !ctx
-                .cors
-                .may_publish(origin, request.headers.host.as_deref()) =>
-        {
-            Err(Action::reject(403, what))
-        }
-        _ => Ok(()),
+    let Some(origin) = request.headers.origin.as_deref() else {
+        return Ok(());
+    };
+    // The request's own origin: its `Host`, or what a trusted proxy forwarded.
+    let site = ctx.client.site(request.headers.host.as_deref());
+    if ctx.cors.may_publish(origin, site.as_ref()) {
+        Ok(())
+    } else {
+        Err(Action::reject(403, what))
     }
 }
 

@@ -20,6 +20,7 @@ const MAX_ID_BYTES: usize = 128;
 /// Who publishes, and when.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sender {
+    /// The client's address (forwarded by a trusted proxy, or the peer's): the rate limit's key.
     pub peer: IpAddr,
     pub now: Instant,
     /// `now` in milliseconds since the Unix epoch (dates the message).

@@ -80,6 +80,9 @@ pub fn config_for(selector: u8) -> Config {
             sse_retry: Duration::from_millis(500),
             sse_heartbeat: Duration::from_secs(1),
             sse_max_age: Duration::from_secs(2),
+            // One of the fuzzer's peers (127.0.0.3) is a trusted proxy, so forwarding headers
+            // in the fuzzed requests are parsed and believed.
+            trusted_proxies: vec!["127.0.0.3".parse().expect("an address")],
             allow_hosts: vec!["h".into()],
             listen_loopback: true,
         },
