@@ -1,15 +1,13 @@
 //! Shared pieces of Parlor's benchmark tools: loopback URL parsing, process statistics from
-//! `/proc`, percentiles, a raw HTTP/1.1 response parser, a tiny JSON reader for the `stream`
-//! mode, and a JSON-line writer for the results file.
+//! `/proc`, percentiles, a raw HTTP/1.1 response parser, and a JSON-line writer for
+//! the results file (JSON through serde_json).
 //!
 //! No HTTP library is used on purpose: the load generator must cost the same against every
 //! server, and must be cheap enough that the server, not the client, is what gets measured.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub mod json;
 pub mod net;
 
 /// Parses `http://127.x.y.z:PORT` (or `http://localhost:PORT`) and refuses anything that is not
@@ -288,62 +286,57 @@ fn parse_chunked(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ParseError> {
     }
 }
 
-/// Builds one JSON object line for the results file, field by field.
+/// Builds one JSON object line for the results file, field by field (serde_json writes it;
+/// keys keep the order they were added in).
 #[derive(Default)]
 pub struct JsonLine {
-    out: String,
+    fields: Vec<(String, serde_json::Value)>,
 }
 
 impl JsonLine {
     pub fn new() -> Self {
-        JsonLine {
-            out: String::from("{"),
-        }
+        JsonLine::default()
     }
-    fn key(&mut self, k: &str) {
-        if self.out.len() > 1 {
-            self.out.push(',');
-        }
-        json::write_str(&mut self.out, k);
-        self.out.push(':');
-    }
-    pub fn str(mut self, k: &str, v: &str) -> Self {
-        self.key(k);
-        json::write_str(&mut self.out, v);
+    fn field(mut self, k: &str, v: serde_json::Value) -> Self {
+        self.fields.push((k.to_string(), v));
         self
     }
-    pub fn num(mut self, k: &str, v: f64) -> Self {
-        self.key(k);
-        if v.is_finite() {
-            if v == v.trunc() && v.abs() < 1e15 {
-                let _ = write!(self.out, "{}", v as i64);
-            } else {
-                let _ = write!(self.out, "{v:.3}");
-            }
+    pub fn str(self, k: &str, v: &str) -> Self {
+        self.field(k, v.into())
+    }
+    /// A number: whole values as integers, others rounded to 3 decimals, non-finite as null.
+    pub fn num(self, k: &str, v: f64) -> Self {
+        let v = if !v.is_finite() {
+            serde_json::Value::Null
+        } else if v == v.trunc() && v.abs() < 1e15 {
+            (v as i64).into()
         } else {
-            self.out.push_str("null");
-        }
-        self
+            ((v * 1000.0).round() / 1000.0).into()
+        };
+        self.field(k, v)
     }
-    pub fn int(mut self, k: &str, v: u64) -> Self {
-        self.key(k);
-        let _ = write!(self.out, "{v}");
-        self
+    pub fn int(self, k: &str, v: u64) -> Self {
+        self.field(k, v.into())
     }
     pub fn opt_int(self, k: &str, v: Option<u64>) -> Self {
-        match v {
-            Some(v) => self.int(k, v),
-            None => self.null(k),
+        self.field(k, v.map_or(serde_json::Value::Null, Into::into))
+    }
+    pub fn null(self, k: &str) -> Self {
+        self.field(k, serde_json::Value::Null)
+    }
+    pub fn finish(self) -> String {
+        serde_json::to_string(&self).expect("the fields are plain JSON values")
+    }
+}
+
+impl serde::Serialize for JsonLine {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.fields.len()))?;
+        for (k, v) in &self.fields {
+            map.serialize_entry(k, v)?;
         }
-    }
-    pub fn null(mut self, k: &str) -> Self {
-        self.key(k);
-        self.out.push_str("null");
-        self
-    }
-    pub fn finish(mut self) -> String {
-        self.out.push('}');
-        self.out
+        map.end()
     }
 }
 

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use parlor_bench::json;
 use parlor_bench::net::{Ev, Net};
 use parlor_bench::{
     cpu_time, median, parse_loopback_url, raise_nofile_limit, rss_kib, unix_time, JsonLine, Samples,
@@ -818,7 +817,7 @@ fn stream(o: &Opts) -> Results {
                 200 => {
                     let mut texts: Vec<String> = Vec::new();
                     if mode == "json" {
-                        match json::parse(&r.body) {
+                        match serde_json::from_slice::<serde_json::Value>(&r.body) {
                             Ok(v) => {
                                 if let Some(msgs) = v.get("messages").and_then(|m| m.as_array()) {
                                     for m in msgs {
