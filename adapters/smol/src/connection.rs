@@ -1,34 +1,34 @@
-//! One connection task ([`Connection`]): reads what arrives, writes what the owner routes to its
-//! [`Mailbox`], closes when told. See the crate docs for how it fits with the owner.
+//! One connection task ([`Connection`]): reads what arrives and hands it to the core, writes
+//! what the core routes to its [`Mailbox`], closes when told. See the crate docs for how it fits
+//! with the owner.
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::io::IoSlice;
 use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parlor_core::{ConnId, Output};
+use parlor_core::{ConnId, Output, Server};
 use parlor_os::{Flushed, WriteQueue, READ_BUFFER_BYTES};
-use smol::channel::{Sender, TrySendError};
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::stream::Stream;
 use smol::{Async, Timer};
 
-use crate::{Event, FlushLog};
+use crate::{Shared, PROGRAM};
 
 /// How often a connection whose reading is paused is checked for a reset.
 const WATCH_PAUSED: Duration = Duration::from_millis(100);
 /// Reads discarded in one turn of a closing connection before the others get theirs.
 const DISCARDS_PER_TURN: u32 = 4;
-/// Events a connection task reports in a row before it yields to the other tasks.
+/// Reads a connection task hands to the core in a row before it yields to the other tasks.
 const TURNS_BEFORE_YIELD: u32 = 16;
 
-/// What the owner has for one connection task: the connection's half of the "channel" from
-/// the owner. Both run on one thread, so it is a plain `RefCell` behind an `Rc`: the owner
-/// appends and sets flags, then wakes the task. The core's outputs coalesce into this state
-/// (bytes in order, flags), so a held connection's mailbox is a few words and never allocates.
+/// What the core has for one connection task, kept in the shared state's table (no allocation
+/// of its own): the core's outputs for it coalesce here (bytes in order, flags), and the task's
+/// waker. A held connection's mailbox is a few words.
 #[derive(Default)]
 pub(crate) struct Mailbox {
     /// Bytes to write.
@@ -39,16 +39,13 @@ pub(crate) struct Mailbox {
     abort: bool,
     /// `Output::PauseRead` (until `Output::ResumeRead`).
     paused: bool,
-    /// The task has reported bytes the owner has not handed to the core yet: it reads no more
-    /// until then, so the core decides on every read before the next (a paused connection
-    /// holds at most one read buffer past `--max-pipeline-bytes`, as with `parlor-mio`).
-    data_in_flight: bool,
     /// The connection task, waiting for something to do.
     waker: Option<Waker>,
 }
 
 impl Mailbox {
-    /// Takes one output of the core for this connection and wakes its task.
+    /// Takes one output of the core for this connection and wakes its task (which only
+    /// schedules it: no task runs inside another).
     pub(crate) fn deliver(&mut self, output: Output) {
         match output {
             Output::Send { data, .. } => self.queue.push(data),
@@ -57,25 +54,14 @@ impl Mailbox {
             Output::PauseRead { .. } => self.paused = true,
             Output::ResumeRead { .. } => self.paused = false,
         }
-        self.wake();
-    }
-
-    /// The owner handed the last `Event::Data` to the core: the task may read again.
-    pub(crate) fn data_taken(&mut self) {
-        self.data_in_flight = false;
-        self.wake();
-    }
-
-    fn wake(&mut self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
     }
 }
 
-/// A connection task's own state, beside its mailbox.
+/// A connection task's own state.
 struct ConnIo {
-    id: ConnId,
     stream: Async<TcpStream>,
     /// A read returned 0: the peer will send nothing more.
     eof: bool,
@@ -93,37 +79,38 @@ struct ConnIo {
 
 /// What a connection task does next.
 enum Step {
-    /// Tell the owner.
-    Report(Event),
-    /// The connection is done: drop the socket, report `Closed`.
+    /// The first `n` bytes of [`READ_BUFFER`] arrived: hand them to the core.
+    Data(usize),
+    /// The peer closed its sending side.
+    Eof,
+    /// The connection is done: drop the socket, tell the core.
     Done,
 }
 
 /// Reads, writes or closes until there is something to report, or nothing to do.
 fn poll_step(
+    id: ConnId,
     io: &mut ConnIo,
-    mailbox: &RefCell<Mailbox>,
-    flushed: &FlushLog,
+    m: &mut Mailbox,
+    server: &mut Server,
     cx: &mut Context<'_>,
 ) -> Poll<Step> {
-    let mut m = mailbox.borrow_mut();
-    let id = io.id;
     let mut stream = &io.stream;
     if m.abort {
         return Poll::Ready(Step::Done);
     }
 
     // Write what is queued, one vectored write per burst, until done or the socket is full.
-    let (written, outcome) =
-        m.queue.write_with(
-            |slices| match Pin::new(&mut stream).poll_write_vectored(cx, slices) {
-                Poll::Ready(result) => Some(result),
-                Poll::Pending => None,
-            },
-        );
+    let (written, outcome) = m.queue.write_with(|slices: &[IoSlice<'_>]| {
+        match Pin::new(&mut stream).poll_write_vectored(cx, slices) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        }
+    });
     if written > 0 {
-        // The core counts unsent bytes with this: the owner reads the log before its next input.
-        flushed.borrow_mut().push((id, written));
+        // The core counts unsent bytes with this (it never produces outputs).
+        let result = server.handle_flushed(id, written, Instant::now());
+        parlor_os::report_adapter_bug(PROGRAM, result);
     }
     if outcome == Flushed::Failed {
         return Poll::Ready(Step::Done);
@@ -143,7 +130,7 @@ fn poll_step(
 
     // Read while not paused (and always after Close, to discard until the peer's FIN).
     let mut discarded = 0;
-    while !io.eof && ((!m.paused && !m.data_in_flight) || m.close) {
+    while !io.eof && (!m.paused || m.close) {
         if !io.may_read {
             match io.stream.poll_readable(cx) {
                 Poll::Ready(Ok(())) => io.may_read = true,
@@ -153,8 +140,7 @@ fn poll_step(
         }
         let read =
             READ_BUFFER.with_borrow_mut(|buf| match Pin::new(&mut stream).poll_read(cx, buf) {
-                Poll::Ready(Ok(n)) if n > 0 && !m.close => Poll::Ready(Ok(Some(buf[..n].to_vec()))),
-                Poll::Ready(Ok(n)) => Poll::Ready(Ok((n > 0).then(Vec::new))),
+                Poll::Ready(Ok(n)) => Poll::Ready(Ok((n > 0).then_some(n))),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             });
@@ -163,12 +149,16 @@ fn poll_step(
             Poll::Ready(Ok(None)) => {
                 io.eof = true;
                 if !m.close {
-                    return Poll::Ready(Step::Report(Event::Eof(id)));
+                    m.waker = None; // polled again right after: what the core says needs no wake
+                    return Poll::Ready(Step::Eof);
                 }
             }
-            Poll::Ready(Ok(Some(data))) if !data.is_empty() => {
-                m.data_in_flight = true;
-                return Poll::Ready(Step::Report(Event::Data(id, data)));
+            // The caller hands the bytes to the core before this loop runs again, so the core
+            // decides on every read before the next one (a `PauseRead` past the pipeline cap
+            // stops reading within one read buffer, as with `parlor-mio`).
+            Poll::Ready(Ok(Some(n))) if !m.close => {
+                m.waker = None; // polled again right after: what the core says needs no wake
+                return Poll::Ready(Step::Data(n));
             }
             // After Close the core is done with this connection: discard, a bounded amount per
             // turn so a peer that keeps sending cannot hold the thread.
@@ -225,8 +215,8 @@ fn has_error(stream: &Async<TcpStream>) -> bool {
     !matches!(stream.get_ref().take_error(), Ok(None))
 }
 
-/// One connection task: reads what arrives, writes what the owner routes here, closes when told.
-/// Sends `Event::Closed` as its last event once the socket is dropped.
+/// One connection task: reads what arrives and hands it to the core itself, writes what the
+/// core routes to its mailbox, closes when told, and tells the core when the socket is gone.
 ///
 /// Written out as a future rather than an `async fn` so that a waiting connection (a held poll
 /// above all) costs exactly these fields.
@@ -234,52 +224,24 @@ pub(crate) struct Connection {
     id: ConnId,
     /// `None` once the socket is dropped.
     io: Option<ConnIo>,
-    mailbox: Rc<RefCell<Mailbox>>,
-    flushed: Rc<FlushLog>,
-    events: Sender<Event>,
-    /// An event waiting for room in the channel; allocated only when the channel is full.
-    sending: Option<Pin<Box<dyn Future<Output = bool>>>>,
-    /// Events reported since the task last let the others run.
+    shared: Rc<Shared>,
+    /// Reads handed to the core since the task last let the others run.
     turns: u32,
 }
 
 impl Connection {
-    pub(crate) fn new(
-        id: ConnId,
-        stream: Async<TcpStream>,
-        mailbox: Rc<RefCell<Mailbox>>,
-        flushed: Rc<FlushLog>,
-        events: Sender<Event>,
-    ) -> Connection {
+    pub(crate) fn new(id: ConnId, stream: Async<TcpStream>, shared: Rc<Shared>) -> Connection {
         Connection {
             id,
             io: Some(ConnIo {
-                id,
                 stream,
                 eof: false,
                 may_read: true,
                 write_shut: false,
                 watch: None,
             }),
-            mailbox,
-            flushed,
-            events,
-            sending: None,
+            shared,
             turns: 0,
-        }
-    }
-
-    /// Hands `event` to the owner, or keeps it in `sending` until there is room. `false` when
-    /// the owner is gone (the server is ending).
-    fn report(&mut self, event: Event) -> bool {
-        match self.events.try_send(event) {
-            Ok(()) => true,
-            Err(TrySendError::Full(event)) => {
-                let events = self.events.clone();
-                self.sending = Some(Box::pin(async move { events.send(event).await.is_ok() }));
-                true
-            }
-            Err(TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -289,16 +251,10 @@ impl Future for Connection {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let id = this.id;
         loop {
-            if let Some(sending) = this.sending.as_mut() {
-                let delivered = std::task::ready!(sending.as_mut().poll(cx));
-                this.sending = None;
-                if !delivered {
-                    return Poll::Ready(());
-                }
-            }
             let Some(io) = this.io.as_mut() else {
-                return Poll::Ready(()); // `Closed` was delivered
+                return Poll::Ready(());
             };
             // A connection with a lot to say lets the others have their turn now and then.
             if this.turns == TURNS_BEFORE_YIELD {
@@ -306,19 +262,25 @@ impl Future for Connection {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let event = match std::task::ready!(poll_step(io, &this.mailbox, &this.flushed, cx)) {
-                Step::Report(event) => event,
+            // No task runs inside another, and none holds this across a wait.
+            let mut core = this.shared.core.borrow_mut();
+            let core = &mut *core;
+            let Some(mailbox) = core.mailboxes.get_mut(id.0).and_then(Option::as_mut) else {
+                // Cannot happen: the slot lives until this task reports the socket closed.
+                this.io = None;
+                return Poll::Ready(());
+            };
+            match std::task::ready!(poll_step(id, io, mailbox, &mut core.server, cx)) {
+                Step::Data(n) => {
+                    READ_BUFFER.with_borrow(|buf| core.handle_data(id, &buf[..n]));
+                    this.turns += 1;
+                }
+                Step::Eof => core.handle_eof(id),
                 Step::Done => {
-                    this.io = None; // the socket closes here, before the owner hears of it
-                    if this.report(Event::Closed(this.id)) && this.sending.is_some() {
-                        continue;
-                    }
+                    this.io = None; // the socket closes here, before the core hears of it
+                    core.handle_closed(id);
                     return Poll::Ready(());
                 }
-            };
-            this.turns += 1;
-            if !this.report(event) {
-                return Poll::Ready(());
             }
         }
     }

@@ -8,45 +8,44 @@
 //! Everything runs on one [`LocalExecutor`] inside [`smol::block_on`] (the core has one owner
 //! anyway, so more threads would only add locking):
 //!
-//! * **The owner** ([`Bound::run`]) owns the `Server`: no lock guards it. It waits for the next
-//!   `Event` on one bounded channel, or for the core's next deadline
-//!   ([`Server::poll_timeout`]) on a [`Timer`] that is reset only when the deadline changes, or
-//!   for the end of the shutdown grace. After **every** input it drains
-//!   [`Server::poll_output`] and routes each output to its connection's mailbox. It never
-//!   waits on anything else, so it never blocks on a slow client.
-//! * **The acceptor** accepts connections and hands them to the owner (`Event::Accepted`);
-//!   the owner registers them with the core and spawns their connection tasks. Accept errors
-//!   (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, anything unexpected) are logged once per episode
-//!   and pause accepting for [`ACCEPT_PAUSE`]; they never end or spin the server.
-//! * **One task per connection** reads, writes and closes its socket. It sends what arrives to
-//!   the owner (`Event::Data`, `Event::Eof`), writes what the owner routes to it
-//!   (`Output::Send`, in order, one vectored write per burst), and logs every write for the
-//!   owner, who reports it ([`Server::handle_flushed`]) before its next input to the core: that
-//!   is how the core tracks unsent bytes and cuts off a client that stopped reading
-//!   (`Output::Abort` drops the socket at once). A task reads again only once the owner has
-//!   handed its last `Event::Data` to the core, so `Output::PauseRead` (which stops reading
-//!   until `Output::ResumeRead`) takes effect within one read buffer of the pipeline cap, as in
-//!   `parlor-mio`. A paused socket is still checked for a reset (every 100 ms), which frees
-//!   its slot. When the socket is gone it sends `Event::Closed`, its
-//!   last event, and the owner calls [`Server::handle_closed`].
+//! * **The core** ([`parlor_core::Server`]) and the connections' mailboxes live in one `Shared`
+//!   value behind a `RefCell`: the tasks take turns on one thread and none holds the borrow
+//!   across a wait, so that is all the locking there is.
+//! * **One task per connection** reads, writes and closes its socket. It hands what it reads
+//!   straight to the core ([`Server::handle_data`], from the thread's one read buffer, no copy,
+//!   no channel), drains the core's outputs into the mailboxes and writes its own answer in the
+//!   same turn: a request costs no hop to another task. The core sees each read before the task
+//!   reads again, so `Output::PauseRead` (which stops reading until `Output::ResumeRead`) takes
+//!   effect within one read buffer of the pipeline cap, as in `parlor-mio`. Every write is
+//!   reported at once ([`Server::handle_flushed`]): that is how the core tracks unsent bytes and
+//!   cuts off a client that stopped reading (`Output::Abort` drops the socket at once). A paused
+//!   socket is still checked for a reset (every 100 ms), which frees its slot. When the socket
+//!   is gone the task calls [`Server::handle_closed`] and ends.
+//! * **The owner** ([`Bound::run`]) keeps the core's deadline ([`Server::poll_timeout`]) on a
+//!   [`Timer`] that is reset only when the deadline changes (a connection task that makes it
+//!   earlier pokes the owner), registers accepted connections and spawns their tasks, and runs
+//!   the graceful shutdown.
+//! * **The acceptor** accepts connections and hands them to the owner (`Event::Accepted`) on a
+//!   bounded channel. Accept errors (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, anything
+//!   unexpected) are logged once per episode and pause accepting for [`ACCEPT_PAUSE`]; they
+//!   never end or spin the server.
 //! * **Signals** (the binary only): SIGINT or SIGTERM becomes `Event::Shutdown`.
 //!
-//! The connection tasks send on the bounded event channel, so a flood of input waits in the
-//! kernel's socket buffers instead of in memory. The owner's side of each connection is its
-//! mailbox: the core's outputs for it coalesced into a queue of `Bytes` and three flags, plus
-//! the task's waker. Routing to it never waits and never fails; what bounds its memory is the
-//! core's cap on unsent bytes. (All tasks share one thread, so the mailbox is a `RefCell` behind
-//! an `Rc`: a general channel per connection would cost a held poll several hundred bytes more.)
+//! A flood of input waits in the kernel's socket buffers, not in memory: a task reads only what
+//! the core has room for. Each connection's mailbox is the core's outputs for it coalesced into
+//! a queue of `Bytes` and three flags, plus the task's waker, kept in a table indexed by the
+//! connection's id (no allocation of its own). Routing to it never waits and never fails; what
+//! bounds its memory is the core's cap on unsent bytes.
 //!
-//! `lib.rs` holds the owner, the acceptor and the signals; `connection.rs` the connection task
-//! and its mailbox. What both adapters share (the write queue, the accept policy, the program's
-//! `main`, the runner) is in `parlor-os`.
+//! `lib.rs` holds the owner, the shared core, the acceptor and the signals; `connection.rs` the
+//! connection task and its mailbox. What both adapters share (the write queue, the accept
+//! policy, the program's `main`, the runner) is in `parlor-os`.
 //!
 //! ## Memory per connection
 //! A held poll costs its socket's registration with the reactor, its task (a small hand-written
-//! future, `Connection`, with no buffer), its mailbox and the core's slot. Reads go into one
-//! buffer per thread ([`READ_BUFFER_BYTES`](parlor_os::READ_BUFFER_BYTES)) and only the bytes actually read are copied into
-//! the event for the owner. Waiting for an I/O readiness uses the socket's own waker slot
+//! future, `Connection`, with no buffer), its mailbox slot and the core's slot. Reads go into one
+//! buffer per thread ([`READ_BUFFER_BYTES`](parlor_os::READ_BUFFER_BYTES)) and are handed to the
+//! core from there. Waiting for an I/O readiness uses the socket's own waker slot
 //! (`poll_readable`-style), not a registration that allocates.
 //!
 //! ## Closing
@@ -65,6 +64,7 @@ use std::cell::RefCell;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use parlor_core::{ConnId, Server};
@@ -77,14 +77,12 @@ use smol::{Async, LocalExecutor, Timer};
 use connection::{Connection, Mailbox};
 
 const PROGRAM: &str = "parlor-smol";
-/// Capacity of the channel from the connection tasks to the owner. A connection has at most one
-/// `Event::Data` that the core has not seen (in the channel, or in hand when the channel is
-/// full), so bytes read but not yet handled stay below connections x [`READ_BUFFER_BYTES`](parlor_os::READ_BUFFER_BYTES).
+/// Capacity of the channel from the acceptor and the signals to the owner.
 const EVENT_CAPACITY: usize = 256;
 /// Events the owner handles in a row before it checks its timers.
 const EVENTS_PER_TURN: u32 = 256;
 
-/// What the other tasks tell the owner.
+/// What the acceptor and the signals tell the owner.
 #[derive(Debug)]
 enum Event {
     /// The acceptor has a new connection.
@@ -92,12 +90,6 @@ enum Event {
         stream: Async<TcpStream>,
         peer: SocketAddr,
     },
-    /// Bytes arrived on a connection.
-    Data(ConnId, Vec<u8>),
-    /// The peer closed its sending side.
-    Eof(ConnId),
-    /// The connection's socket is closed; its task has ended. Always its last event.
-    Closed(ConnId),
     /// Start a graceful shutdown; `signal` says it came from SIGINT/SIGTERM (a second signal
     /// during a shutdown ends it at once).
     Shutdown { signal: bool },
@@ -194,30 +186,37 @@ impl Bound {
                 .spawn(signal_loop(signals, events.clone()))
                 .detach();
         }
-        let mut owner = Owner {
-            server,
-            mailboxes: Vec::new(),
-            flushed: Rc::default(),
-            events,
-        };
+        let shared = Rc::new(Shared {
+            core: RefCell::new(Core {
+                server,
+                mailboxes: Vec::new(),
+                armed: None,
+                poked: false,
+                owner: None,
+                shutting_down: false,
+            }),
+        });
 
-        // The core's deadline, and the one the timer is set to.
         let mut timer = Timer::never();
-        let mut armed: Option<Instant> = None;
         let mut grace_timer = Timer::never();
 
         loop {
-            // Drained: every answer written, nothing unread; peers need not close first.
-            if grace.is_over(Instant::now(), owner.server.is_drained()) {
-                return Ok(());
-            }
-            let next = owner.server.poll_timeout();
-            if next != armed {
-                match next {
-                    Some(at) => timer.set_at(at),
-                    None => timer = Timer::never(),
+            {
+                let mut core = shared.core.borrow_mut();
+                // Drained: every answer written, nothing unread; peers need not close first.
+                // (Asked only during a shutdown: it looks at every connection.)
+                let drained = core.shutting_down && core.server.is_drained();
+                if grace.is_over(Instant::now(), drained) {
+                    return Ok(());
                 }
-                armed = next;
+                let next = core.server.poll_timeout();
+                if next != core.armed {
+                    match next {
+                        Some(at) => timer.set_at(at),
+                        None => timer = Timer::never(),
+                    }
+                    core.armed = next;
+                }
             }
 
             let wake = async { Wake::Event(inbox.recv().await.ok()) }
@@ -229,28 +228,32 @@ impl Bound {
                     (&mut grace_timer).await;
                     Wake::Grace
                 })
+                .or(std::future::poll_fn(|cx| shared.poked(cx)))
                 .await;
-            let now = Instant::now();
             let mut next = match wake {
                 Wake::Event(Some(event)) => Some(event),
-                // Every sender is gone: cannot happen while `owner.events` lives.
+                // Every sender is gone: cannot happen while `events` lives.
                 Wake::Event(None) => return Ok(()),
                 // A fired timer never fires again until it is set again.
                 Wake::Timer => {
-                    armed = None;
+                    shared.core.borrow_mut().armed = None;
                     None
                 }
-                // While shutting down, collect what was written every few ms (see `is_drained`).
+                // While shutting down, look again every few ms (see `is_drained`): the
+                // connection tasks report their writes to the core as they make them.
                 Wake::Grace => {
-                    owner.take_flushed(now);
+                    let now = Instant::now();
                     grace_timer.set_at((now + DRAIN_CHECK).min(grace.deadline().unwrap_or(now)));
                     None
                 }
+                Wake::Poked => None,
             };
             // Take what else is waiting, a bounded batch per turn, before looking at the timers.
             let mut budget = EVENTS_PER_TURN;
             while let Some(event) = next.take() {
-                owner.take_flushed(now);
+                // Read the clock per input: the connection tasks read it too, and they run at
+                // every wait (the core insists time never goes backwards).
+                let now = Instant::now();
                 match event {
                     Event::Shutdown { signal } => {
                         if grace.begin(now, signal) {
@@ -258,31 +261,39 @@ impl Bound {
                             if let Some(task) = acceptor.take() {
                                 task.cancel().await;
                             }
+                            let now = Instant::now();
                             if let Some(deadline) = grace.deadline() {
                                 grace_timer.set_at((now + DRAIN_CHECK).min(deadline));
                             }
-                            owner.server.handle_shutdown(now);
-                            owner.settle();
+                            let mut core = shared.core.borrow_mut();
+                            core.shutting_down = true;
+                            core.server.handle_shutdown(now);
+                            core.settle();
                         }
                     }
-                    Event::Accepted { stream, peer } => owner.accept(executor, stream, peer, now),
-                    event => owner.handle(event, now),
+                    Event::Accepted { stream, peer } => {
+                        let id = shared.core.borrow_mut().accept(peer, now);
+                        executor
+                            .spawn(Connection::new(id, stream, shared.clone()))
+                            .detach();
+                    }
                 }
                 budget -= 1;
                 if budget > 0 {
                     next = inbox.try_recv().ok();
                 }
             }
-            if owner.server.poll_timeout().is_some_and(|t| t <= now) {
-                owner.take_flushed(now);
-                owner.server.handle_timeout(now);
-                owner.settle();
+            let mut core = shared.core.borrow_mut();
+            let now = Instant::now();
+            if core.server.poll_timeout().is_some_and(|t| t <= now) {
+                core.server.handle_timeout(now);
+                core.settle();
             }
         }
     }
 }
 
-/// How often a shutdown looks at what the connection tasks wrote, to exit once drained.
+/// How often a shutdown looks at whether the core is drained, to exit once it is.
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Why the owner woke up.
@@ -290,91 +301,115 @@ enum Wake {
     Event(Option<Event>),
     Timer,
     Grace,
+    /// A connection task made the core's next deadline earlier than the timer, or closed a
+    /// connection during a shutdown.
+    Poked,
 }
 
-/// The core and the mailboxes of its connections.
-struct Owner {
+/// What all the tasks of the thread share. They take turns on one thread, and none holds the
+/// borrow across a wait, so a `RefCell` is all the locking there is.
+struct Shared {
+    core: RefCell<Core>,
+}
+
+impl Shared {
+    /// The owner's wait for a poke from a connection task.
+    fn poked(&self, cx: &mut Context<'_>) -> Poll<Wake> {
+        let mut core = self.core.borrow_mut();
+        if std::mem::take(&mut core.poked) {
+            return Poll::Ready(Wake::Poked);
+        }
+        if !core.owner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            core.owner = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// The core and the mailboxes of its connections. The connection tasks hand it their inputs
+/// directly (no channel, no hop through the owner task); the owner task keeps the timers and
+/// accepts.
+struct Core {
     server: Server,
     /// Indexed by `ConnId.0` (the core's slab keys are small and dense).
-    mailboxes: Vec<Option<Rc<RefCell<Mailbox>>>>,
-    /// What the connection tasks wrote since the owner last looked.
-    flushed: Rc<FlushLog>,
-    events: Sender<Event>,
+    mailboxes: Vec<Option<Mailbox>>,
+    /// The deadline the owner's timer is set to.
+    armed: Option<Instant>,
+    /// The owner has something to look at (see [`Wake::Poked`]).
+    poked: bool,
+    /// The owner task, while it waits.
+    owner: Option<Waker>,
+    /// A graceful shutdown has begun: the owner counts the connections as they close.
+    shutting_down: bool,
 }
 
-/// Bytes written by the connection tasks, by connection, oldest first: the owner passes them to
-/// [`Server::handle_flushed`] before its next input to the core, so the core's count of unsent
-/// bytes is exact whenever it decides anything. (A write needs no decision of the core, so it
-/// is not an event: a fan-out to 10,000 connections would otherwise be 10,000 more events.)
-type FlushLog = RefCell<Vec<(ConnId, usize)>>;
-
-impl Owner {
-    /// Tells the core what the connection tasks wrote. Call before every input to the core.
-    fn take_flushed(&mut self, now: Instant) {
-        let mut log = self.flushed.borrow_mut();
-        for &(id, n) in log.iter() {
-            parlor_os::report_adapter_bug(PROGRAM, self.server.handle_flushed(id, n, now));
-        }
-        log.clear();
-    }
-
-    fn accept(
-        &mut self,
-        executor: &LocalExecutor<'_>,
-        stream: Async<TcpStream>,
-        peer: SocketAddr,
-        now: Instant,
-    ) {
+impl Core {
+    /// Registers a new connection with the core and gives it a mailbox.
+    fn accept(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
         let id = self.server.handle_accept(peer.ip(), now);
-        let mailbox = Rc::new(RefCell::new(Mailbox::default()));
         if self.mailboxes.len() <= id.0 {
             self.mailboxes.resize_with(id.0 + 1, || None);
         }
         debug_assert!(self.mailboxes[id.0].is_none(), "the core reused a live id");
-        self.mailboxes[id.0] = Some(mailbox.clone());
-        executor
-            .spawn(Connection::new(
-                id,
-                stream,
-                mailbox,
-                self.flushed.clone(),
-                self.events.clone(),
-            ))
-            .detach();
+        self.mailboxes[id.0] = Some(Mailbox::default());
         // Over the connection caps the core has a 503 and a Close ready.
         self.settle();
+        id
     }
 
-    fn handle(&mut self, event: Event, now: Instant) {
-        let result = match event {
-            Event::Data(id, data) => {
-                let result = self.server.handle_data(id, &data, now);
-                // The core has seen these bytes (and paused reading if they passed the pipeline
-                // cap, in the outputs settled below): the task may read again.
-                if let Some(mailbox) = self.mailboxes.get(id.0).and_then(Option::as_ref) {
-                    mailbox.borrow_mut().data_taken();
-                }
-                result
-            }
-            Event::Eof(id) => self.server.handle_eof(id, now),
-            Event::Closed(id) => {
-                if let Some(slot) = self.mailboxes.get_mut(id.0) {
-                    *slot = None;
-                }
-                self.server.handle_closed(id, now)
-            }
-            Event::Accepted { .. } | Event::Shutdown { .. } => Ok(()),
-        };
+    /// Bytes arrived on `id`.
+    fn handle_data(&mut self, id: ConnId, data: &[u8]) {
+        let result = self.server.handle_data(id, data, Instant::now());
+        self.after(result);
+    }
+
+    /// The peer of `id` closed its sending side.
+    fn handle_eof(&mut self, id: ConnId) {
+        let result = self.server.handle_eof(id, Instant::now());
+        self.after(result);
+    }
+
+    /// The socket of `id` is closed; its task has ended.
+    fn handle_closed(&mut self, id: ConnId) {
+        if let Some(slot) = self.mailboxes.get_mut(id.0) {
+            *slot = None;
+        }
+        let result = self.server.handle_closed(id, Instant::now());
+        self.after(result);
+        if self.shutting_down {
+            self.poke();
+        }
+    }
+
+    /// After an input from a connection task: route the outputs, and wake the owner if the
+    /// core's next deadline is now earlier than its timer.
+    fn after(&mut self, result: Result<(), parlor_core::Error>) {
         parlor_os::report_adapter_bug(PROGRAM, result);
         self.settle();
+        if let Some(next) = self.server.poll_timeout() {
+            if self.armed.map_or(true, |armed| next < armed) {
+                self.poke();
+            }
+        }
+    }
+
+    fn poke(&mut self) {
+        self.poked = true;
+        if let Some(owner) = self.owner.take() {
+            owner.wake();
+        }
     }
 
     /// Drains the core's outputs into the connections' mailboxes.
     fn settle(&mut self) {
         while let Some(output) = self.server.poll_output() {
-            // None only when the task has ended and its `Closed` event was handled.
-            if let Some(mailbox) = self.mailboxes.get(output.conn().0).and_then(Option::as_ref) {
-                mailbox.borrow_mut().deliver(output);
+            // None only when the task has ended and told the core.
+            if let Some(mailbox) = self
+                .mailboxes
+                .get_mut(output.conn().0)
+                .and_then(Option::as_mut)
+            {
+                mailbox.deliver(output);
             }
         }
     }
