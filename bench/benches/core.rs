@@ -39,7 +39,7 @@ Content-Length: 43\r\n\r\n\
 
 fn parse_one(reader: &mut RequestReader, bytes: &[u8]) {
     reader.push(bytes);
-    match reader.next_event() {
+    match reader.next_event(&Limits::default()) {
         Some(Ok(ReadEvent::Request(r))) => {
             black_box(r);
         }
@@ -54,25 +54,25 @@ mod http {
     /// A typical browser `GET /subscribe` (11 headers).
     #[divan::bench]
     fn parse_typical_get(bencher: Bencher) {
-        let mut reader = RequestReader::new(Limits::default());
+        let mut reader = RequestReader::new();
         bencher.bench_local(|| parse_one(&mut reader, black_box(TYPICAL_GET)));
     }
 
     /// A typical browser `POST /publish` with a JSON body.
     #[divan::bench]
     fn parse_typical_post(bencher: Bencher) {
-        let mut reader = RequestReader::new(Limits::default());
+        let mut reader = RequestReader::new();
         bencher.bench_local(|| parse_one(&mut reader, black_box(TYPICAL_POST)));
     }
 
     /// The same GET arriving in 16-byte pieces: the head-end search must stay linear.
     #[divan::bench]
     fn parse_get_in_16_byte_pieces() -> Option<Result<ReadEvent, HttpError>> {
-        let mut reader = RequestReader::new(Limits::default());
+        let mut reader = RequestReader::new();
         let mut got = None;
         for piece in black_box(TYPICAL_GET).chunks(16) {
             reader.push(piece);
-            if let Some(ev) = reader.next_event() {
+            if let Some(ev) = reader.next_event(&Limits::default()) {
                 got = Some(ev);
             }
         }

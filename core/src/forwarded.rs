@@ -920,14 +920,14 @@ mod tests {
     #[test]
     fn the_request_reader_keeps_the_forwarding_fields() {
         use crate::http::{Limits, ReadEvent, RequestReader};
-        let mut reader = RequestReader::new(Limits::default());
+        let mut reader = RequestReader::new();
         reader.push(
             b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nforwarded: for=192.0.2.1\r\n\
               X-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 192.0.2.2\r\n\
               X-Forwarded-Proto: https\r\nX-FORWARDED-HOST: chat.example\r\n\
               X-Forwarded-Port: 8443\r\nX-Forwarded-Server: ignored\r\n\r\n",
         );
-        let Some(Ok(ReadEvent::Request(request))) = reader.next_event() else {
+        let Some(Ok(ReadEvent::Request(request))) = reader.next_event(&Limits::default()) else {
             panic!("no request");
         };
         let f = request.headers.forwarding.as_deref().unwrap();

@@ -185,7 +185,7 @@ impl Conns {
         let s = self.settings;
         let id = ConnId(self.slab.insert(Conn {
             peer,
-            reader: RequestReader::new(s.limits),
+            reader: RequestReader::new(),
             state: State::Open,
             unsent: 0,
             deadline: Deadline::none(now),

@@ -142,7 +142,7 @@ impl Conns {
         if !matches!(c.state, State::Open) {
             return None;
         }
-        let event = c.reader.next_event()?;
+        let event = c.reader.next_event(&self.settings.limits)?;
         if let Ok(ReadEvent::Request(_)) = event {
             self.metrics.requests += 1;
             // A new request restarts the idle (or next head) clock once answered.

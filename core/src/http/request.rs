@@ -113,7 +113,6 @@ const REQUEST_LINE_SLACK: usize = 64;
 /// `http/request.rs`).
 #[derive(Debug)]
 pub struct RequestReader {
-    limits: Limits,
     buf: Vec<u8>,
     /// Read position in `buf`: bytes before it are consumed.
     pos: usize,
@@ -127,11 +126,17 @@ pub struct RequestReader {
     begun: bool,
 }
 
+impl Default for RequestReader {
+    fn default() -> Self {
+        RequestReader::new()
+    }
+}
+
 impl RequestReader {
-    /// A reader with these limits.
-    pub fn new(limits: Limits) -> Self {
+    /// A reader. The limits come with each [`next_event`](Self::next_event) call: they are
+    /// the server's, and a copy per connection would cost every held poll 32 bytes.
+    pub fn new() -> Self {
         RequestReader {
-            limits,
             buf: Vec::new(),
             pos: 0,
             state: State::Head {
@@ -206,8 +211,8 @@ impl RequestReader {
     }
 
     /// The next event, or `None` when more bytes are needed (or the reader failed).
-    pub fn next_event(&mut self) -> Option<Result<ReadEvent, HttpError>> {
-        let result = self.step();
+    pub fn next_event(&mut self, limits: &Limits) -> Option<Result<ReadEvent, HttpError>> {
+        let result = self.step(limits);
         match &result {
             Some(Err(_)) => {
                 self.failed_head = self.is_head();
@@ -233,19 +238,19 @@ impl RequestReader {
         result
     }
 
-    fn step(&mut self) -> Option<Result<ReadEvent, HttpError>> {
+    fn step(&mut self, limits: &Limits) -> Option<Result<ReadEvent, HttpError>> {
         match self.state {
             State::Failed => None,
-            State::Head { .. } => match self.read_head()? {
+            State::Head { .. } => match self.read_head(limits)? {
                 Err(e) => Some(Err(e)),
-                Ok(()) => self.read_body(),
+                Ok(()) => self.read_body(limits),
             },
-            State::Body { .. } => self.read_body(),
+            State::Body { .. } => self.read_body(limits),
         }
     }
 
     /// Finds and parses a head. `None`: more bytes needed. `Ok`: the state is now `Body`.
-    fn read_head(&mut self) -> Option<Result<(), HttpError>> {
+    fn read_head(&mut self, limits: &Limits) -> Option<Result<(), HttpError>> {
         let State::Head { searched, line_end } = &mut self.state else {
             return None;
         };
@@ -263,17 +268,17 @@ impl RequestReader {
         // when both are passed, the one passed first is reported, and a request line over its
         // cap is refused even when the whole head arrived at once.
         let line_len = line_end.unwrap_or(data.len());
-        let max_line = self.limits.max_uri + REQUEST_LINE_SLACK;
+        let max_line = limits.max_uri + REQUEST_LINE_SLACK;
         let line_over = line_len > max_line;
-        let head_over = found.unwrap_or(data.len()) > self.limits.max_head;
-        if line_over && (!head_over || max_line <= self.limits.max_head) {
+        let head_over = found.unwrap_or(data.len()) > limits.max_head;
+        if line_over && (!head_over || max_line <= limits.max_head) {
             return Some(Err(HttpError::new(414, "request target too long")));
         }
         if head_over {
             return Some(Err(HttpError::new(431, "request head too large")));
         }
         let end = found?;
-        match parse_head(&data[..end], &self.limits) {
+        match parse_head(&data[..end], limits) {
             Err(e) => Some(Err(e)),
             Ok((request, Err(e))) => {
                 // `next_event` still sees a head starting with `HEAD ` in the buffer.
@@ -294,7 +299,7 @@ impl RequestReader {
     }
 
     /// Reads as much body as has arrived. `None`: more bytes needed.
-    fn read_body(&mut self) -> Option<Result<ReadEvent, HttpError>> {
+    fn read_body(&mut self, limits: &Limits) -> Option<Result<ReadEvent, HttpError>> {
         let State::Body {
             request,
             framing,
@@ -315,13 +320,7 @@ impl RequestReader {
                 }
             }
             Body::Chunked(chunk) => {
-                match read_chunks(
-                    &self.buf,
-                    &mut self.pos,
-                    chunk,
-                    &mut request.body,
-                    &self.limits,
-                ) {
+                match read_chunks(&self.buf, &mut self.pos, chunk, &mut request.body, limits) {
                     Err(e) => return Some(Err(e)),
                     Ok(done) => done,
                 }

@@ -71,7 +71,7 @@ struct Checked {
 impl Checked {
     fn new(limits: Limits) -> Self {
         Checked {
-            reader: RequestReader::new(limits),
+            reader: RequestReader::new(),
             limits,
             pushed: 0,
             continued: false,
@@ -88,13 +88,17 @@ impl Checked {
         self.reader.push(data);
         self.pushed += data.len();
         if self.failed() {
-            assert_eq!(self.reader.next_event(), None, "an event after an error");
+            assert_eq!(
+                self.reader.next_event(&self.limits),
+                None,
+                "an event after an error"
+            );
             assert_eq!(self.reader.buffered(), 0, "bytes kept after an error");
             return;
         }
         // Every request consumes at least one byte, and each has at most one `Continue`.
         let mut budget = 2 * self.pushed + 2;
-        while let Some(event) = self.reader.next_event() {
+        while let Some(event) = self.reader.next_event(&self.limits) {
             budget = budget
                 .checked_sub(1)
                 .expect("the reader yields events forever");
@@ -116,7 +120,11 @@ impl Checked {
                     assert!(self.reader.is_failed(), "an error without failing");
                     assert!(!self.reader.in_request(), "a failed reader in a request");
                     assert_eq!(self.reader.buffered(), 0, "bytes kept after an error");
-                    assert_eq!(self.reader.next_event(), None, "an event after an error");
+                    assert_eq!(
+                        self.reader.next_event(&self.limits),
+                        None,
+                        "an event after an error"
+                    );
                     self.outcomes.push(Err(e));
                     return;
                 }

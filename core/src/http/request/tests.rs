@@ -12,12 +12,12 @@ type Outcome = Result<Request, HttpError>;
 /// Returns the outcomes (requests and the error, without `Continue`), how many `Continue`s came,
 /// and the reader.
 fn drive(chunks: &[&[u8]], limits: Limits) -> (Vec<Outcome>, usize, RequestReader) {
-    let mut reader = RequestReader::new(limits);
+    let mut reader = RequestReader::new();
     let mut out = Vec::new();
     let mut continues = 0;
     'feed: for chunk in chunks {
         reader.push(chunk);
-        while let Some(ev) = reader.next_event() {
+        while let Some(ev) = reader.next_event(&limits) {
             match ev {
                 Ok(ReadEvent::Continue) => continues += 1,
                 Ok(ReadEvent::Request(r)) => out.push(Ok(r)),
@@ -303,18 +303,19 @@ fn absolute_form_targets_are_accepted() {
 #[test]
 fn empty_lines_begin_a_request() {
     // The head deadline runs from the first byte: a CRLF is not an idle connection.
-    let mut reader = RequestReader::new(Limits::default());
+    let mut reader = RequestReader::new();
+    let limits = Limits::default();
     assert!(!reader.in_request());
     reader.push(b"\r\n");
-    assert!(reader.next_event().is_none());
+    assert!(reader.next_event(&limits).is_none());
     assert_eq!(reader.buffered(), 0);
     assert!(reader.in_request());
     reader.push(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n");
-    assert!(reader.next_event().is_none());
+    assert!(reader.next_event(&limits).is_none());
     assert!(reader.head_complete() && reader.in_request());
     reader.push(b"ok");
     assert!(matches!(
-        reader.next_event(),
+        reader.next_event(&limits),
         Some(Ok(ReadEvent::Request(_)))
     ));
     assert!(!reader.in_request() && !reader.head_complete());
@@ -456,22 +457,23 @@ fn keep_alive_rules() {
 
 #[test]
 fn after_an_error_nothing_more_is_read() {
-    let mut reader = RequestReader::new(Limits::default());
+    let mut reader = RequestReader::new();
+    let limits = Limits::default();
     reader.push(b"BAD\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(reader.next_event().unwrap().unwrap_err().status, 400);
+    assert_eq!(reader.next_event(&limits).unwrap().unwrap_err().status, 400);
     assert!(reader.is_failed());
-    assert_eq!(reader.next_event(), None);
+    assert_eq!(reader.next_event(&limits), None);
     reader.push(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(reader.next_event(), None);
+    assert_eq!(reader.next_event(&limits), None);
     assert_eq!(reader.buffered(), 0);
 }
 
 #[test]
 fn buffer_is_released_between_requests() {
-    let mut reader = RequestReader::new(Limits::default());
+    let mut reader = RequestReader::new();
     reader.push(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(matches!(
-        reader.next_event(),
+        reader.next_event(&Limits::default()),
         Some(Ok(ReadEvent::Request(_)))
     ));
     assert_eq!(reader.buffered(), 0);
