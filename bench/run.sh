@@ -192,7 +192,9 @@ for run in $(seq "$RUNS"); do
             [[ $n == "$FANOUT_MAIN" ]] && rounds=$((ROUNDS * 2 - 1))
             load "$s" fanout -n "$n" --rounds "$rounds" --room "fanout$n"
             # The same fan-out to open event streams (a room of their own).
-            [[ $s != baseline ]] && load "$s" sse-fanout -n "$n" --rounds "$rounds" --room "ssefanout$n"
+            if [[ $s != baseline ]]; then
+                load "$s" sse-fanout -n "$n" --rounds "$rounds" --room "ssefanout$n"
+            fi
         done
         stop_server
     done
