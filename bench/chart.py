@@ -29,6 +29,10 @@ def load(path):
     return rows
 
 
+# The long-polling measurement each SSE mode is compared with, and its field's name there.
+POLL_TWIN = {"sse-idle": "idle", "sse-fanout": "fanout"}
+POLL_FIELD = {"bytes_per_stream": "bytes_per_poll"}
+
 KEYS = ("server", "mode", "n", "cursor", "request", "publishers", "connections", "duration_s")
 
 
@@ -207,6 +211,13 @@ def table(rows, names, main_n):
         ("stream over SSE: missed (of expected)", "sse", {}, ("missed", "expected"), None, "", None),
         ("stream over SSE: duplicated / out of order", "sse", {}, ("duplicated", "out_of_order"), None, "", None),
         ("stream over SSE: p99 delivery latency", "sse", {}, "latency_p99_ms", 1, " ms", "low"),
+        # parlor-baseline has no event streams: its column shows its held polls, for the ratio.
+        ("idle over SSE: server RSS per open stream (baseline: per held poll)", "sse-idle", {}, "bytes_per_stream", 1, " B", "low"),
+        ("idle over SSE: open streams", "sse-idle", {}, "held", None, "", None),
+        (f"fan-out over SSE N={main_n}: last delivery (baseline: held polls)", "sse-fanout", {"n": main_n}, "last_us", 1e-3, " ms", "low"),
+        (f"fan-out over SSE N={main_n}: median delivery (baseline: held polls)", "sse-fanout", {"n": main_n}, "p50_us", 1e-3, " ms", "low"),
+        (f"fan-out over SSE N={main_n}: lost deliveries", "sse-fanout", {"n": main_n}, "lost", None, "", None),
+        (f"fan-out over SSE N={main_n}: server CPU", "sse-fanout", {"n": main_n}, "server_cpu_s", 1, " s", "low"),
         ("http GET /: requests/s", "http", {"request": "get"}, "requests_per_s", 1, "", "high"),
         ("http GET /: p99 latency", "http", {"request": "get"}, "p99_us", 1e-3, " ms", "low"),
         ("http POST /publish: requests/s", "http", {"request": "publish"}, "requests_per_s", 1, "", "high"),
@@ -219,11 +230,12 @@ def table(rows, names, main_n):
         if isinstance(cpu, (int, float)) and cpu > 0:
             if r["mode"] == "http":
                 r["per_cpu_s"] = r["ok"] / cpu
-            elif r["mode"] == "stream":
+            elif r["mode"] in ("stream", "sse"):
                 r["per_cpu_s"] = r["deliveries_per_s"] * r["duration_s"] / cpu
     extra = [
         ("stream, cursors (JSON): deliveries per server CPU-second", "stream", {"cursor": "json"}, "per_cpu_s", 1, "", "high"),
         ("stream, no cursor: deliveries per server CPU-second", "stream", {"cursor": "none"}, "per_cpu_s", 1, "", "high"),
+        ("stream over SSE: deliveries per server CPU-second", "sse", {}, "per_cpu_s", 1, "", "high"),
         ("http GET /: requests per server CPU-second", "http", {"request": "get"}, "per_cpu_s", 1, "", "high"),
         ("http POST /publish: requests per server CPU-second", "http", {"request": "publish"}, "per_cpu_s", 1, "", "high"),
     ]
@@ -241,6 +253,11 @@ def table(rows, names, main_n):
         any_value = False
         for name in names:
             r = find(name, mode, **filt)
+            f = field
+            if r is None and name == BASELINE and mode in POLL_TWIN:
+                # The same measurement over long-polling, for the ratio of the SSE rows.
+                r = find(name, POLL_TWIN[mode], **filt)
+                f = POLL_FIELD.get(field, field)
             if r is None:
                 cells.append("–")
                 continue
@@ -250,7 +267,7 @@ def table(rows, names, main_n):
                 cells.append(f"{fmt(a)}{sep_}{fmt(b)}")
                 any_value = True
                 continue
-            v = r.get(field)
+            v = r.get(f)
             if v is None:
                 cells.append("–")
                 continue
@@ -258,7 +275,7 @@ def table(rows, names, main_n):
             if scale is not None:
                 v = float(v) * scale
             cell = fmt(v, unit)
-            rng = r.get(field + "_range")
+            rng = r.get(f + "_range")
             if rng and r.get("runs", 1) > 1 and rng[0] != rng[1] and scale is not None:
                 cell += f" [{fmt(float(rng[0]) * scale)}–{fmt(float(rng[1]) * scale)}]"
             if name == BASELINE:

@@ -176,6 +176,12 @@ for run in $(seq "$RUNS"); do
         start_server "$s"
         load "$s" idle -n "$IDLE_N"
         stop_server
+        if [[ $s != baseline ]]; then
+            # The same number of open event streams, on a fresh server (RSS from the same start).
+            start_server "$s"
+            load "$s" sse-idle -n "$IDLE_N"
+            stop_server
+        fi
     done
 
     for s in "${servers[@]}"; do
@@ -185,6 +191,10 @@ for run in $(seq "$RUNS"); do
             # The figure the fan-out target is judged on gets the most rounds.
             [[ $n == "$FANOUT_MAIN" ]] && rounds=$((ROUNDS * 2 - 1))
             load "$s" fanout -n "$n" --rounds "$rounds" --room "fanout$n"
+            # The same fan-out to open event streams (a room of their own).
+            if [[ $s != baseline ]]; then
+                load "$s" sse-fanout -n "$n" --rounds "$rounds" --room "ssefanout$n"
+            fi
         done
         stop_server
     done

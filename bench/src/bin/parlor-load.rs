@@ -25,6 +25,8 @@ modes:
   stream   N subscribers re-polling, P publishers at full speed for T seconds; loss, order, rates
   sse      N Server-Sent Events streams (GET /events), P publishers at full speed for T seconds;
            delivery latency per event, events/s, missed/duplicated/out of order per stream
+  sse-idle   like idle, with N open event streams (GET /events); bytes per open stream
+  sse-fanout like fanout, with N open event streams; time to each stream reading the event
   http     C keep-alive connections doing GET / or POST /publish for T seconds
 
 options:
@@ -182,6 +184,8 @@ fn main() -> ExitCode {
         "fanout" => fanout(&o),
         "stream" => stream(&o),
         "sse" => sse(&o),
+        "sse-idle" => sse_idle(&o),
+        "sse-fanout" => sse_fanout(&o),
         "http" => http(&o),
         m => Err(format!("unknown mode {m}")),
     };
@@ -1214,6 +1218,284 @@ fn sse(o: &Opts) -> Results {
         .int("streams_closed", stream_errors)
         .int("publish_errors", publish_errors)
         .int("unparsable", bad)
+        .num("server_cpu_s", cpu)
+        .num("client_cpu_s", client_cpu);
+    Ok(vec![(human, line)])
+}
+
+/// Opens `n` event streams (tags 0..n) with `request`, at most 100 not yet answered at a time,
+/// and waits for each stream's head. Returns which tags have an open stream and how many failed.
+fn open_streams(
+    net: &mut Net,
+    n: usize,
+    request: &[u8],
+    deadline: Instant,
+    readers: &mut [EventReader],
+) -> Result<(Vec<bool>, usize), String> {
+    let mut open = vec![false; n];
+    let mut next = 0;
+    let mut pending = 0usize;
+    let (mut done, mut failed) = (0usize, 0usize);
+    let mut first_error: Option<String> = None;
+    let mut evs = Vec::new();
+    while done + failed < n {
+        while next < n && pending < 100 {
+            match net.connect_raw(next) {
+                Ok(id) => {
+                    net.send(id, request, &mut evs);
+                    pending += 1;
+                }
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| format!("connect: {e}"));
+                }
+            }
+            next += 1;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "timed out opening streams: {done} open, {failed} failed of {n}"
+            ));
+        }
+        net.turn(Duration::from_millis(50), &mut evs);
+        for ev in evs.drain(..) {
+            match ev {
+                Ev::Bytes(t, bytes, _) if t < n => {
+                    readers[t].push(&bytes, &mut Vec::new())?;
+                    if readers[t].head_done && !open[t] {
+                        open[t] = true;
+                        done += 1;
+                        pending -= 1;
+                    }
+                }
+                Ev::Closed(t, why) if t < n => {
+                    if open[t] {
+                        open[t] = false;
+                        done -= 1;
+                    } else {
+                        pending -= 1;
+                    }
+                    failed += 1;
+                    first_error.get_or_insert(why);
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        eprintln!("parlor-load: {failed} of {n} streams failed; first error: {e}");
+    }
+    Ok((open, failed))
+}
+
+fn events_request(o: &Opts, room: &str) -> Vec<u8> {
+    format!(
+        "GET /events?room={room} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        host(o)
+    )
+    .into_bytes()
+}
+
+/// `sse-idle`: like `idle`, with N open event streams instead of N held polls.
+fn sse_idle(o: &Opts) -> Results {
+    let n = o.n.unwrap_or(1000);
+    let limit = raise_nofile_limit();
+    if n as u64 + 32 > limit {
+        return Err(format!(
+            "-n {n} needs more file descriptors than the limit {limit} allows"
+        ));
+    }
+    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let mut readers: Vec<EventReader> = (0..n).map(|_| EventReader::default()).collect();
+    let rss0 = o.pid.and_then(rss_kib);
+    let cpu0 = CpuMark::now(o);
+    let start = Instant::now();
+    let req = events_request(o, &o.room);
+    let (mut open, failed) = open_streams(&mut net, n, &req, start + o.timeout, &mut readers)?;
+    let open_time = start.elapsed();
+    let mut closed = 0usize;
+    let mut unexpected = 0usize;
+    let mut watch = |ev: &Ev| match ev {
+        Ev::Closed(t, _) if *t < n && open[*t] => {
+            open[*t] = false;
+            closed += 1;
+        }
+        Ev::Bytes(t, bytes, _) if *t < n => {
+            let mut texts = Vec::new();
+            if readers[*t].push(bytes, &mut texts).is_err() || !texts.is_empty() {
+                unexpected += 1;
+            }
+        }
+        _ => {}
+    };
+    run_for(&mut net, default_settle(o, n), &mut watch);
+    let mut rss1 = o.pid.and_then(rss_kib);
+    if let Some(pid) = o.pid {
+        let mut stable = 0;
+        for _ in 0..50 {
+            run_for(&mut net, Duration::from_millis(100), &mut watch);
+            let r = rss_kib(pid);
+            if r == rss1 {
+                stable += 1;
+                if stable >= 3 {
+                    break;
+                }
+            } else {
+                stable = 0;
+                rss1 = r;
+            }
+        }
+    }
+    let (cpu, client_cpu) = cpu0.since(o);
+    let held = open.iter().filter(|x| **x).count();
+    net.close_all();
+    run_for(&mut net, Duration::from_millis(1000), |_| {});
+    let rss2 = o.pid.and_then(rss_kib);
+    let per_stream = match (rss0, rss1) {
+        (Some(a), Some(b)) if held > 0 => Some((b.saturating_sub(a) * 1024) as f64 / held as f64),
+        _ => None,
+    };
+    let human = format!(
+        "sse-idle {:<15} n={n}: open {held}, {} B per open stream (RSS {} -> {} KiB, {} KiB after close), opened in {:.2} s, failed {failed}, closed by server {closed}, unexpected events {unexpected}, cpu: server {cpu:.2} s, client {client_cpu:.2} s",
+        o.label,
+        per_stream.map(|b| format!("{b:.0}")).unwrap_or("?".into()),
+        rss0.map(|v| v.to_string()).unwrap_or("?".into()),
+        rss1.map(|v| v.to_string()).unwrap_or("?".into()),
+        rss2.map(|v| v.to_string()).unwrap_or("?".into()),
+        open_time.as_secs_f64(),
+    );
+    let line = base(o)
+        .int("n", n as u64)
+        .int("held", held as u64)
+        .int("failed", failed as u64)
+        .int("closed_by_server", closed as u64)
+        .int("unexpected", unexpected as u64)
+        .opt_int("rss_before_kib", rss0)
+        .opt_int("rss_held_kib", rss1)
+        .opt_int("rss_after_close_kib", rss2)
+        .num("bytes_per_stream", per_stream.unwrap_or(f64::NAN))
+        .num("open_s", open_time.as_secs_f64())
+        .num("server_cpu_s", cpu)
+        .num("client_cpu_s", client_cpu);
+    Ok(vec![(human, line)])
+}
+
+/// `sse-fanout`: like `fanout`, with N open event streams instead of N held polls: one
+/// `POST /publish` per round, the time until each stream has read that message's event.
+fn sse_fanout(o: &Opts) -> Results {
+    let n = o.n.unwrap_or(1000);
+    let limit = raise_nofile_limit();
+    if n as u64 + 32 > limit {
+        return Err(format!(
+            "-n {n} needs more file descriptors than the limit {limit} allows"
+        ));
+    }
+    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let mut readers: Vec<EventReader> = (0..n).map(|_| EventReader::default()).collect();
+    let req = events_request(o, &o.room);
+    let (mut open, _) = open_streams(&mut net, n, &req, Instant::now() + o.timeout, &mut readers)?;
+    let cpu0 = CpuMark::now(o);
+    let mut evs = Vec::new();
+    let pub_id = net.connect(n).map_err(|e| format!("publisher: {e}"))?;
+    // Let the last heads and the publisher's connect settle.
+    run_for(&mut net, default_settle(o, n), |ev| {
+        if let Ev::Closed(t, _) = ev {
+            if *t < n {
+                open[*t] = false;
+            }
+        }
+    });
+    let mut all = Samples::new();
+    let (mut lasts, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut lost_total, mut errors) = (0usize, 0usize);
+    let mut fewest_open = n;
+    let body_pad = "x".repeat(o.msg_bytes.saturating_sub(16));
+    let mut texts = Vec::new();
+    for round in 0..o.rounds {
+        let mut waiting = open.clone();
+        let expected = waiting.iter().filter(|w| **w).count();
+        fewest_open = fewest_open.min(expected);
+        let body = format!("fanout {round:04} {body_pad}");
+        let t0 = Instant::now();
+        net.send(pub_id, &publish_request(o, &o.room, &body), &mut evs);
+        let (mut got, mut publish_ok) = (0usize, false);
+        let mut round_samples = Samples::new();
+        let mut last = Duration::ZERO;
+        let deadline = t0 + o.timeout;
+        while (got < expected || !publish_ok) && Instant::now() < deadline {
+            net.turn(Duration::from_millis(50), &mut evs);
+            for ev in evs.drain(..) {
+                match ev {
+                    Ev::Bytes(t, bytes, at) if t < n => {
+                        texts.clear();
+                        if readers[t].push(&bytes, &mut texts).is_err() {
+                            errors += 1;
+                            continue;
+                        }
+                        for text in &texts {
+                            if waiting[t] && *text == body {
+                                waiting[t] = false;
+                                let d = at.duration_since(t0);
+                                round_samples.push(d);
+                                all.push(d);
+                                last = last.max(d);
+                                got += 1;
+                            } else {
+                                errors += 1;
+                            }
+                        }
+                    }
+                    Ev::Response(_, r, _) => {
+                        publish_ok = true;
+                        if r.status != 200 {
+                            return Err(format!("publish answered {}", r.status));
+                        }
+                    }
+                    Ev::Closed(t, why) => {
+                        if t == n {
+                            return Err(format!("publisher connection closed: {why}"));
+                        }
+                        open[t] = false;
+                        waiting[t] = false;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        lost_total += expected.saturating_sub(got);
+        lasts.push(last.as_micros() as f64);
+        p50s.push(round_samples.quantile_us(0.5) as f64);
+        p99s.push(round_samples.quantile_us(0.99) as f64);
+    }
+    let (cpu, client_cpu) = cpu0.since(o);
+    net.close_all();
+    let last_min = lasts.iter().cloned().fold(f64::INFINITY, f64::min);
+    let last_max = lasts.iter().cloned().fold(0.0, f64::max);
+    let last_med = median(&mut lasts);
+    let p50 = median(&mut p50s);
+    let p99 = median(&mut p99s);
+    let human = format!(
+        "sse-fanout {:<13} n={n} rounds={}: last {:.2} ms (min {:.2}, max {:.2}), p50 {:.2} ms, p99 {:.2} ms, lost {lost_total}, errors {errors}, fewest open {fewest_open}, cpu: server {cpu:.2} s, client {client_cpu:.2} s",
+        o.label,
+        o.rounds,
+        last_med / 1000.0,
+        last_min / 1000.0,
+        last_max / 1000.0,
+        p50 / 1000.0,
+        p99 / 1000.0,
+    );
+    let line = base(o)
+        .int("n", n as u64)
+        .int("rounds", o.rounds as u64)
+        .num("last_us", last_med)
+        .num("last_min_us", last_min)
+        .num("last_max_us", last_max)
+        .num("p50_us", p50)
+        .num("p99_us", p99)
+        .num("all_p99_us", all.quantile_us(0.99) as f64)
+        .int("lost", lost_total as u64)
+        .int("held_min", fewest_open as u64)
+        .int("errors", errors as u64)
         .num("server_cpu_s", cpu)
         .num("client_cpu_s", client_cpu);
     Ok(vec![(human, line)])
