@@ -82,6 +82,14 @@ pub struct Config {
     /// or address (nor in `allow_hosts`) is refused `421`, which defeats DNS rebinding. Set by
     /// the command line from `--listen`.
     pub listen_loopback: bool,
+    /// Rooms live in a shared message log outside the core (`--redis`), reached through
+    /// [`BrokerRequest`](crate::broker::BrokerRequest)s and
+    /// [`BrokerEvent`](crate::broker::BrokerEvent)s, so many nodes share them (see
+    /// [`broker`](crate::broker)). `false` (the default): rooms live in this process's memory.
+    pub shared_log: bool,
+    /// With a shared log: how long a request may wait for the log (a publish to be stored, a
+    /// room to be loaded) before it is answered `503` with `Retry-After`.
+    pub broker_timeout: Duration,
 }
 
 impl Default for Config {
@@ -110,6 +118,8 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             allow_hosts: Vec::new(),
             listen_loopback: false,
+            shared_log: false,
+            broker_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -172,6 +182,7 @@ impl Config {
             ("idle_timeout", self.idle_timeout),
             ("sse_retry", self.sse_retry),
             ("sse_heartbeat", self.sse_heartbeat),
+            ("broker_timeout", self.broker_timeout),
         ];
         for (flag, value) in timeouts {
             if value.is_zero() {

@@ -126,6 +126,7 @@ mod cursor;
 mod form;
 mod forwarded;
 mod http;
+mod log;
 mod metrics;
 mod page;
 mod rate;

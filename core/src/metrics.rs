@@ -31,6 +31,8 @@ pub(crate) struct Gauges {
     pub rooms: usize,
     pub rooms_created: u64,
     pub rooms_evicted: u64,
+    /// With a shared log: whether its broker is up.
+    pub broker: Option<bool>,
 }
 
 impl Metrics {
@@ -127,6 +129,14 @@ impl Metrics {
             let _ = write!(
                 s,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
+        }
+        if let Some(up) = g.broker {
+            let _ = write!(
+                s,
+                "# HELP parlor_broker_up Whether the shared message log is reachable (1) or not (0).\n\
+                 # TYPE parlor_broker_up gauge\nparlor_broker_up {}\n",
+                u8::from(up)
             );
         }
         let _ = write!(

@@ -20,6 +20,7 @@ use crate::cors::{self, Cors};
 use crate::cursor::{self, Cursor};
 use crate::forwarded::{Client, Forwarding, Site};
 use crate::http::{HttpError, Method, ReadEvent, Request};
+use crate::log::Log;
 use crate::metrics::Gauges;
 use crate::page::Page;
 use crate::rate::RateLimit;
@@ -28,6 +29,8 @@ use crate::room::{Rooms, StreamWaiter, Waiter};
 use crate::routes::{self, events, publish, subscribe, Action, Ctx, Route};
 use crate::sse;
 use crate::timers::TimerKind;
+
+mod shared;
 
 /// A connection's id: its slot in the server's slab. Adapters map it to their own handles
 /// (a mio `Token(id.0)`, a channel in a map).
@@ -104,10 +107,10 @@ impl std::error::Error for Error {}
 /// How to answer one request: its connection header, whether it was a `HEAD` (no body, even in
 /// an error answer), and its allow-listed origin (every answer to it carries the CORS headers).
 #[derive(Clone, Copy, Debug)]
-struct Reply {
-    persist: Persist,
-    head: bool,
-    cors: Option<u16>,
+pub(crate) struct Reply {
+    pub persist: Persist,
+    pub head: bool,
+    pub cors: Option<u16>,
 }
 
 /// The Parlor server as a pure state machine: feed it inputs, drain its outputs.
@@ -120,9 +123,11 @@ struct Reply {
 /// 2. Feed every event with the current time: [`handle_accept`](Self::handle_accept),
 ///    [`handle_data`](Self::handle_data), [`handle_eof`](Self::handle_eof),
 ///    [`handle_flushed`](Self::handle_flushed), [`handle_closed`](Self::handle_closed),
-///    [`handle_timeout`](Self::handle_timeout), [`handle_shutdown`](Self::handle_shutdown).
+///    [`handle_timeout`](Self::handle_timeout), [`handle_shutdown`](Self::handle_shutdown),
+///    and with a shared log ([`Config::shared_log`]) [`handle_broker`](Self::handle_broker).
 /// 3. After **every** input, drain [`poll_output`](Self::poll_output) until it returns `None`,
-///    carrying out each [`Output`] in order.
+///    carrying out each [`Output`] in order; with a shared log, also drain
+///    [`poll_broker`](Self::poll_broker) and hand each request to the broker service.
 /// 4. Wait for I/O until [`poll_timeout`](Self::poll_timeout) at the latest, then call
 ///    `handle_timeout`. Calling it early or twice is harmless.
 ///
@@ -143,6 +148,8 @@ pub struct Server {
     rate: RateLimit,
     forwarding: Forwarding,
     page: Page,
+    /// The message log: in memory, or shared through a broker (`log.rs`, `server/shared.rs`).
+    log: Log,
     shutting_down: bool,
 }
 
@@ -165,6 +172,7 @@ impl Server {
             rate: RateLimit::new(config.publish_rate, config.publish_burst),
             forwarding: Forwarding::new(config.trusted_proxies.clone()),
             page: Page::new(),
+            log: Log::new(config.shared_log),
             shutting_down: false,
             config,
         }
@@ -280,6 +288,7 @@ impl Server {
         while let Some((id, kind)) = self.conns.next_expired(now) {
             match kind {
                 TimerKind::Poll => self.answer_timeout(id, now),
+                TimerKind::Broker => self.broker_timeout(id, now),
                 _ => self.conns.expire(id, kind, &mut self.rooms, now),
             }
         }
@@ -388,9 +397,11 @@ impl Server {
         let ctx = Ctx {
             config: &self.config,
             cors: &self.cors,
-            epoch: &self.epoch,
+            // A room of the shared log takes its epoch from the log once loaded.
+            epoch: if self.log.shared { "" } else { &self.epoch },
             persist,
             client,
+            log: &self.log,
         };
         if request.method == Method::Options {
             return routes::preflight(&ctx, &request, route.allowed());
@@ -405,6 +416,11 @@ impl Server {
         let head = request.method == Method::Head;
         match route {
             Route::Page(file) => Action::Answer(self.page.file(file).get(persist, head)),
+            Route::Healthz if !self.log.up => Action::Reject {
+                status: 503,
+                reason: "message log unavailable",
+                header: Some(("Retry-After", crate::conn::RETRY_AFTER_SECS.to_string())),
+            },
             Route::Healthz => Action::Answer(routes::healthz(head, persist)),
             Route::Metrics => {
                 let text = self.conns.metrics.text(Gauges {
@@ -414,10 +430,17 @@ impl Server {
                     rooms: self.rooms.len(),
                     rooms_created: self.rooms.created,
                     rooms_evicted: self.rooms.evicted,
+                    broker: self.log.shared.then_some(self.log.up),
                 });
                 Action::Answer(routes::metrics(&text, head, persist))
             }
-            Route::Subscribe => subscribe::handle(&ctx, &mut self.rooms, &request),
+            Route::Subscribe => match subscribe::handle(&ctx, &mut self.rooms, &request) {
+                Action::Load { room } => Action::Park {
+                    room,
+                    request: Box::new(request),
+                },
+                action => action,
+            },
             Route::Events => events::handle(&ctx, &mut self.rooms, &request),
             Route::Publish => {
                 let from = publish::Sender {
@@ -529,6 +552,15 @@ impl Server {
                 }
                 self.conns.answer(id, answer, persist, &mut self.rooms, now);
             }
+            Action::Append(append) => self.append(id, append, reply, now),
+            Action::Park { room, request } => self.park(id, room, request, reply, now),
+            Action::Load { room } => {
+                // The router always turns Load into Park; without the request there is
+                // nothing to route again, so the client is asked to retry.
+                debug_assert!(false, "Action::Load reached carry_out (room {room})");
+                let answer = ErrorAnswer::new(503, "message log unavailable", reply.head);
+                self.conns.refuse(id, answer, &mut self.rooms, now);
+            }
         }
     }
 
@@ -538,7 +570,8 @@ impl Server {
             return;
         };
         let epoch = &self.rooms.get(hold.room).epoch;
-        let cursor = if hold.since_all {
+        // An empty epoch: a shared room with nothing in the log, so everything is ahead.
+        let cursor = if hold.since_all || epoch.is_empty() {
             Cursor::Start
         } else {
             Cursor::at(epoch, hold.after)

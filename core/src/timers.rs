@@ -23,6 +23,9 @@ pub(crate) enum TimerKind {
     Heartbeat,
     /// Waiting for the adapter to finish closing.
     Closing,
+    /// A request waits for the shared message log (a publish being stored, a poll whose room
+    /// is being loaded).
+    Broker,
 }
 
 /// A connection's side of its deadline.

@@ -31,6 +31,10 @@
 //!   back). It reads no more requests: what arrives is dropped, so reading never pauses and the
 //!   peer's EOF is seen. Its one deadline is the heartbeat, pushed back by every event sent, and
 //!   capped by the stream's maximum age.
+//! * **Waiting**: a request waits for the shared message log (`waiting.rs`): a publish until
+//!   its append is stored, a poll until its room is loaded. Like Held, later bytes are buffered
+//!   and reading pauses at the cap; the `Broker` deadline answers `503` if the log is too slow.
+//!   Only with a shared log (`Config::shared_log`); the in-memory log answers at once.
 //! * **Closing**: `Close` or `Abort` was emitted; only `handle_closed` frees the slot.
 //!
 //! Each connection has at most one deadline (see `timers.rs`), whose kind follows its state:
@@ -59,6 +63,7 @@ use crate::{ConnId, Error, Output};
 mod check;
 mod proxied;
 mod table;
+mod waiting;
 
 pub(crate) use table::Received;
 
@@ -114,6 +119,10 @@ enum State {
     Open,
     Held(Hold),
     Streaming(Stream),
+    /// Waiting for the message log's answer that `token` names (see `waiting.rs`).
+    Waiting {
+        token: u64,
+    },
     Closing,
 }
 
@@ -258,7 +267,8 @@ impl Conns {
             TimerKind::Heartbeat => {
                 self.stream_due(id, rooms, now);
             }
-            TimerKind::Poll => {}
+            // The server answers these.
+            TimerKind::Poll | TimerKind::Broker => {}
         }
     }
 
@@ -281,6 +291,10 @@ impl Conns {
                     self.refuse(id, answer, rooms, now);
                 }
                 State::Streaming(_) => self.end_stream(id, rooms, now),
+                State::Waiting { .. } => {
+                    let answer = ErrorAnswer::new(503, "server is shutting down", false);
+                    self.refuse(id, answer, rooms, now);
+                }
                 State::Open if c.reader.head_complete() => {
                     let head = c.reader.is_head();
                     let answer = ErrorAnswer::new(503, "server is shutting down", head);
@@ -320,7 +334,7 @@ impl Conns {
                 }
                 false
             }
-            State::Held(_) => c.reader.buffered() >= s.max_pipeline_bytes,
+            State::Held(_) | State::Waiting { .. } => c.reader.buffered() >= s.max_pipeline_bytes,
             // A stream discards what it reads (see `receive`), so it keeps reading to see EOF.
             State::Streaming(_) | State::Closing => false,
         };

@@ -17,6 +17,7 @@ use crate::cors::{self, Cors};
 use crate::form;
 use crate::forwarded::Client;
 use crate::http::{Method, Request};
+use crate::log::Log;
 use crate::page::File;
 use crate::response::{self, Persist, Response};
 use crate::room::{self, Rooms};
@@ -115,6 +116,28 @@ pub(crate) enum Action {
         seq: Option<u64>,
         answer: Bytes,
     },
+    /// With a shared log: ask the log to append this message; the publisher is answered when
+    /// it is stored (or not).
+    Append(Append),
+    /// With a shared log: the poll cannot be answered from this node's cache yet; it waits
+    /// until `room` is loaded, then is routed again. The subscribe handler returns it; the
+    /// server's router turns it into [`Action::Park`] with the request.
+    Load { room: usize },
+    /// [`Action::Load`] with the request to route again.
+    Park { room: usize, request: Box<Request> },
+}
+
+/// A message to append to the shared log.
+#[derive(Debug)]
+pub(crate) struct Append {
+    pub room: usize,
+    pub text: Bytes,
+    pub id: Option<Box<str>>,
+    pub time_ms: u64,
+    /// The publisher wants its answer in JSON.
+    pub json: bool,
+    /// Index of the publisher's allow-listed cross-origin `Origin`, if any.
+    pub cors: Option<u16>,
 }
 
 impl Action {
@@ -139,6 +162,8 @@ pub(crate) struct Ctx<'a> {
     pub persist: Persist,
     /// Who sent the request, and by which origin (forwarded by a trusted proxy, or direct).
     pub client: &'a Client,
+    /// The message log's state (in memory, or shared and up or down).
+    pub log: &'a Log,
 }
 
 /// The room named in the query (default `main`), checked but not created: a room comes into

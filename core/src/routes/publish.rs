@@ -10,9 +10,10 @@ use crate::cursor::Cursor;
 use crate::form;
 use crate::http::Request;
 use crate::rate::RateLimit;
+use crate::response::Persist;
 use crate::response::{self, Response};
 use crate::room::Rooms;
-use crate::routes::{check_origin, create_room, room_name, Action, Ctx};
+use crate::routes::{check_origin, create_room, room_name, Action, Append, Ctx};
 
 /// Longest client-chosen publish id.
 const MAX_ID_BYTES: usize = 128;
@@ -68,6 +69,9 @@ pub(crate) fn handle(
                 Ok(r) => r,
                 Err(action) => return action,
             };
+            if ctx.log.shared {
+                return append(ctx, room_i, body, from, &request, wants_json);
+            }
             let config = ctx.config;
             let seq = rooms.push(
                 room_i,
@@ -84,7 +88,7 @@ pub(crate) fn handle(
         .cors
         .origin(ctx.cors.index(request.headers.origin.as_deref()));
     let answer = encode_answer(
-        ctx,
+        ctx.persist,
         Cursor::at(&rooms.get(room_i).epoch, seq),
         wants_json,
         origin,
@@ -105,6 +109,33 @@ fn exact(mut text: Vec<u8>) -> Bytes {
     } else {
         Bytes::copy_from_slice(&text)
     }
+}
+
+/// With a shared log: the message goes to the log, or `503` while the log is down (nothing
+/// could be stored, and the publisher must never be told otherwise).
+fn append(
+    ctx: &Ctx<'_>,
+    room: usize,
+    body: form::Publish,
+    from: Sender,
+    request: &Request,
+    json: bool,
+) -> Action {
+    if !ctx.log.up {
+        return Action::Reject {
+            status: 503,
+            reason: "message log unavailable",
+            header: Some(("Retry-After", crate::conn::RETRY_AFTER_SECS.to_string())),
+        };
+    }
+    Action::Append(Append {
+        room,
+        text: exact(body.message.into_bytes()),
+        id: body.id.map(String::into_boxed_str),
+        time_ms: from.time_ms,
+        json,
+        cors: ctx.cors.index(request.headers.origin.as_deref()),
+    })
 }
 
 /// Whether the publisher wants its answer in JSON (it sent JSON, or accepts it).
@@ -139,7 +170,12 @@ fn read_body(ctx: &Ctx<'_>, request: &mut Request) -> Result<form::Publish, Acti
 }
 
 /// The publisher's answer: the message's cursor, as text or JSON.
-fn encode_answer(ctx: &Ctx<'_>, cursor: Cursor<'_>, json: bool, origin: Option<&str>) -> Bytes {
+pub(crate) fn encode_answer(
+    persist: Persist,
+    cursor: Cursor<'_>,
+    json: bool,
+    origin: Option<&str>,
+) -> Bytes {
     let cursor = cursor.to_string();
     let (content_type, body) = if json {
         (
@@ -152,7 +188,7 @@ fn encode_answer(ctx: &Ctx<'_>, cursor: Cursor<'_>, json: bool, origin: Option<&
     let headers = poll_headers(&cursor, 0, "", false, origin);
     Response {
         headers: &headers,
-        persist: ctx.persist,
+        persist,
         ..Response::new(200, Some(content_type), body.as_bytes())
     }
     .encode()

@@ -38,6 +38,9 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
     };
     let room = rooms.get(room_i);
     let since = since.as_deref().and_then(|s| Since::parse(s, &room.epoch));
+    if ctx.log.needs_load(room, since) {
+        return Action::Load { room: room_i };
+    }
     let (after, gap) = match since {
         None => (room.last_seq, 0),
         Some(Since::All) => (0, 0),

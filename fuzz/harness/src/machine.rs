@@ -85,6 +85,7 @@ pub fn config_for(selector: u8) -> Config {
             trusted_proxies: vec!["127.0.0.3".parse().expect("an address")],
             allow_hosts: vec!["h".into()],
             listen_loopback: true,
+            ..Config::default()
         },
     };
     assert_eq!(config.validate(), Ok(()), "the harness's config is invalid");

@@ -1,0 +1,220 @@
+//! The message log: in this process's memory (the default), or shared through a broker.
+//!
+//! In memory, a room's history in `room.rs` *is* the log: a publish appends to it and is
+//! delivered at once. With a shared log (`Config::shared_log`, e.g. Redis with `--redis`) the
+//! log lives outside the core and the room's history becomes this node's **cache** of it; the
+//! core talks to the log through the data types of [`crate::broker`]. This file holds what the
+//! core keeps about that exchange and the rules that keep a room's cache true to the log:
+//!
+//! * [`Log`]: whether the log is shared and up, the queue of [`BrokerRequest`]s for the adapter
+//!   ([`Server::poll_broker`](crate::Server::poll_broker)), the requests that wait for an answer
+//!   (a publish until its append is stored, a poll until its room is loaded), and per room a
+//!   [`Sync`]: whether its epoch and last sequence are known, and the fetch in flight.
+//! * [`Log::needs_load`]: whether a poll may be answered from the cache. Not when the room was
+//!   never loaded on this node (its epoch and last sequence are unknown, so a cursor handed out
+//!   by another node could be misread), nor when the cursor is ahead of the cache or of another
+//!   epoch (this node may simply not have heard yet). Such a poll waits for a fetch.
+//! * [`restart`] and [`insert`]: the only two ways the cache changes. A message is cached only
+//!   in sequence (`seq == last_seq + 1`); anything else is a duplicate (dropped) or a gap (a
+//!   fetch fills it), so every node's cache is a contiguous run of the log.
+//!
+//! Delivery is one path in both modes: a message entering a room's history (pushed by a publish
+//! in memory, or inserted here from the log) is fanned out by `Server::fan_out`. The driving
+//! code (`handle_broker`, the publish and park steps) is in `server/shared.rs`.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::broker::BrokerRequest;
+use crate::cursor::Since;
+use crate::http::Request;
+use crate::room::Room;
+use crate::server::Reply;
+use crate::ConnId;
+
+/// What the core knows of the message log.
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    /// The log is outside the core (`Config::shared_log`).
+    pub shared: bool,
+    /// The broker reported `Up` more recently than `Down` (always true in memory).
+    pub up: bool,
+    next_token: u64,
+    /// Requests for the adapter, oldest first.
+    requests: VecDeque<BrokerRequest>,
+    /// Requests waiting for the log, by the token their connection waits for.
+    pub waits: HashMap<u64, Wait>,
+    /// Fetches in flight, by token: their room and the sequence they read after.
+    pub fetches: HashMap<u64, (Box<str>, u64)>,
+    /// Per room name.
+    pub rooms: HashMap<Box<str>, Sync>,
+    /// Set while parked polls are answered again after their room was loaded: the cache is as
+    /// fresh as it gets, so they are answered from it (no second fetch).
+    pub replaying: bool,
+    /// Appends and fetches that failed (for `/metrics`).
+    pub failures: u64,
+}
+
+/// A request waiting for the log.
+#[derive(Debug)]
+pub(crate) enum Wait {
+    /// A publish whose append was requested.
+    Publish(Pending),
+    /// A poll parked until its room is loaded; it is routed again then.
+    Poll {
+        conn: ConnId,
+        request: Box<Request>,
+        reply: Reply,
+    },
+}
+
+/// A publish waiting for its append to be stored.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub conn: ConnId,
+    pub room: Box<str>,
+    pub text: Bytes,
+    pub id: Option<Box<str>>,
+    pub json: bool,
+    pub cors: Option<u16>,
+    /// How to answer the publisher.
+    pub reply: Reply,
+}
+
+/// One room's state against the log.
+#[derive(Debug, Default)]
+pub(crate) struct Sync {
+    /// A fetch completed: the cache's epoch and last sequence are the log's (as of then, and
+    /// kept current by the feed).
+    pub loaded: bool,
+    /// The token of the fetch in flight.
+    pub fetching: Option<u64>,
+    /// Fetch again once the one in flight is answered.
+    pub again: bool,
+    /// Tokens of the polls parked until the fetch in flight is answered.
+    pub parked: Vec<u64>,
+}
+
+impl Log {
+    /// The log of a server: in memory, or shared (and down until the broker reports `Up`).
+    pub fn new(shared: bool) -> Log {
+        Log {
+            shared,
+            up: !shared,
+            ..Log::default()
+        }
+    }
+
+    /// A fresh correlation token.
+    pub fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Queues a request for the adapter.
+    pub fn request(&mut self, request: BrokerRequest) {
+        self.requests.push_back(request);
+    }
+
+    /// The next request for the adapter.
+    pub fn poll_request(&mut self) -> Option<BrokerRequest> {
+        self.requests.pop_front()
+    }
+
+    /// Whether `room` was loaded from the shared log.
+    pub fn loaded(&self, room: &str) -> bool {
+        self.rooms.get(room).is_some_and(|s| s.loaded)
+    }
+
+    /// Whether a poll in `room` with cursor `since` must wait for a fetch before it is answered
+    /// (see the module docs). Always `false` in memory.
+    pub fn needs_load(&self, room: &Room, since: Option<Since>) -> bool {
+        if !self.shared || self.replaying {
+            return false;
+        }
+        if !self.loaded(&room.name) {
+            return true;
+        }
+        match since {
+            Some(Since::Seq(s)) => s > room.last_seq,
+            Some(Since::OtherEpoch) => true,
+            Some(Since::All) | None => false,
+        }
+    }
+}
+
+/// Empties a room's cache and numbers it anew: epoch `epoch` (empty: the log holds nothing of
+/// the room), the last message being `last_seq`.
+pub(crate) fn restart(room: &mut Room, epoch: &str, last_seq: u64) {
+    room.history.clear();
+    room.shared = None;
+    room.ids.clear();
+    room.bytes = 0;
+    room.epoch = epoch.into();
+    room.last_seq = last_seq;
+}
+
+/// Caches the message `seq` if it is the next one (`true`); a message already cached or beyond
+/// the next is left out (`false`).
+pub(crate) fn insert(
+    room: &mut Room,
+    seq: u64,
+    time_ms: u64,
+    text: Bytes,
+    id: Option<Box<str>>,
+    caps: (usize, usize),
+) -> bool {
+    if seq != room.last_seq + 1 {
+        return false;
+    }
+    room.push(text, id, time_ms, caps.0, caps.1);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_takes_messages_in_sequence_only() {
+        let mut room = Room::new("r", "e");
+        let text = || Bytes::from_static(b"x");
+        assert!(insert(&mut room, 1, 0, text(), None, (10, 100_000)));
+        assert!(
+            !insert(&mut room, 1, 0, text(), None, (10, 100_000)),
+            "duplicate"
+        );
+        assert!(!insert(&mut room, 3, 0, text(), None, (10, 100_000)), "gap");
+        assert!(insert(
+            &mut room,
+            2,
+            0,
+            text(),
+            Some("k".into()),
+            (10, 100_000)
+        ));
+        assert_eq!((room.first_seq(), room.last_seq), (1, 2));
+        restart(&mut room, "f", 40);
+        assert_eq!((room.first_seq(), room.last_seq, room.bytes), (41, 40, 0));
+        assert!(room.ids.is_empty() && &*room.epoch == "f");
+        assert!(insert(&mut room, 41, 0, text(), None, (10, 100_000)));
+    }
+
+    #[test]
+    fn polls_wait_for_what_the_cache_cannot_answer() {
+        let mut log = Log::new(true);
+        let mut room = Room::new("r", "e");
+        room.last_seq = 5;
+        assert!(log.needs_load(&room, None), "never loaded");
+        log.rooms.entry("r".into()).or_default().loaded = true;
+        assert!(!log.needs_load(&room, None));
+        assert!(!log.needs_load(&room, Some(Since::All)));
+        assert!(!log.needs_load(&room, Some(Since::Seq(5))));
+        assert!(log.needs_load(&room, Some(Since::Seq(6))), "ahead");
+        assert!(log.needs_load(&room, Some(Since::OtherEpoch)));
+        log.replaying = true;
+        assert!(!log.needs_load(&room, Some(Since::Seq(6))));
+        assert!(!Log::new(false).needs_load(&room, Some(Since::Seq(6))));
+    }
+}

@@ -1,0 +1,583 @@
+//! Two cores sharing one message log through a fake broker, under a virtual clock.
+//!
+//! The fake broker keeps rooms as the contract describes (an epoch, sequence numbers from 1,
+//! idempotent ids, a count cap) and delivers events to each node through its own queue, which a
+//! test may shuffle (an `Appended` and the `Message` of the same append travel different paths),
+//! duplicate, or cut (`Down`: requests fail and the feed loses messages until `Up`).
+
+mod sim;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parlor_core::broker::{BrokerEvent, BrokerFailure, BrokerRequest, Entry, History, Stored};
+use parlor_core::{Config, ConnId};
+use sim::{get_req, publish_req, Resp, Sim};
+
+/// A tiny deterministic generator (xorshift), so every run shuffles alike.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Default)]
+struct LogRoom {
+    epoch: String,
+    last: u64,
+    entries: VecDeque<Entry>,
+    ids: HashMap<Box<str>, (u64, u64)>,
+}
+
+/// The shared log and every node's event queue.
+struct Broker {
+    rooms: HashMap<String, LogRoom>,
+    queues: Vec<VecDeque<BrokerEvent>>,
+    up: bool,
+    /// Nodes whose own connection to the log is broken.
+    cut: Vec<bool>,
+    cap: usize,
+    epochs: u64,
+}
+
+impl Broker {
+    fn new(nodes: usize, cap: usize) -> Broker {
+        Broker {
+            rooms: HashMap::new(),
+            queues: vec![VecDeque::new(); nodes],
+            up: true,
+            cut: vec![false; nodes],
+            cap,
+            epochs: 0,
+        }
+    }
+
+    /// Carries out a request from node `from`.
+    fn handle(&mut self, from: usize, request: BrokerRequest) {
+        if !self.up || self.cut[from] {
+            let event = match request {
+                BrokerRequest::Append { token, .. } => BrokerEvent::Appended {
+                    token,
+                    result: Err(BrokerFailure::Unavailable),
+                },
+                BrokerRequest::Fetch { token, room, .. } => BrokerEvent::Fetched {
+                    token,
+                    room,
+                    result: Err(BrokerFailure::Unavailable),
+                },
+            };
+            self.queues[from].push_back(event);
+            return;
+        }
+        match request {
+            BrokerRequest::Append {
+                token,
+                room,
+                text,
+                id,
+                time_ms,
+            } => {
+                let cap = self.cap;
+                if !self.rooms.contains_key(&*room) {
+                    self.epochs += 1;
+                }
+                let epochs = self.epochs;
+                let r = self.rooms.entry(room.to_string()).or_default();
+                if r.epoch.is_empty() {
+                    r.epoch = format!("log{epochs}");
+                }
+                if let Some(&(seq, t)) = id.as_ref().and_then(|i| r.ids.get(i)) {
+                    self.queues[from].push_back(BrokerEvent::Appended {
+                        token,
+                        result: Ok(Stored {
+                            epoch: r.epoch.clone().into(),
+                            seq,
+                            time_ms: t,
+                            duplicate: true,
+                        }),
+                    });
+                    return;
+                }
+                r.last += 1;
+                let seq = r.last;
+                if let Some(i) = &id {
+                    r.ids.insert(i.clone(), (seq, time_ms));
+                }
+                r.entries.push_back(Entry {
+                    seq,
+                    time_ms,
+                    text: text.clone(),
+                    id: id.clone(),
+                });
+                while r.entries.len() > cap {
+                    let old = r.entries.pop_front().unwrap();
+                    if let Some(i) = old.id {
+                        r.ids.remove(&i);
+                    }
+                }
+                let epoch: Box<str> = r.epoch.clone().into();
+                self.queues[from].push_back(BrokerEvent::Appended {
+                    token,
+                    result: Ok(Stored {
+                        epoch: epoch.clone(),
+                        seq,
+                        time_ms,
+                        duplicate: false,
+                    }),
+                });
+                for (q, _) in self
+                    .queues
+                    .iter_mut()
+                    .zip(&self.cut)
+                    .filter(|(_, cut)| !**cut)
+                {
+                    q.push_back(BrokerEvent::Message {
+                        room: room.clone(),
+                        epoch: epoch.clone(),
+                        seq,
+                        time_ms,
+                        text: text.clone(),
+                        id: id.clone(),
+                    });
+                }
+            }
+            BrokerRequest::Fetch {
+                token,
+                room,
+                after_seq,
+                limit,
+            } => {
+                let history = match self.rooms.get(&*room) {
+                    None => History {
+                        epoch: None,
+                        first_seq: 1,
+                        last_seq: 0,
+                        messages: Vec::new(),
+                    },
+                    Some(r) => History {
+                        epoch: Some(r.epoch.clone().into()),
+                        first_seq: r.entries.front().map_or(r.last + 1, |e| e.seq),
+                        last_seq: r.last,
+                        messages: r
+                            .entries
+                            .iter()
+                            .filter(|e| e.seq > after_seq)
+                            .take(limit)
+                            .cloned()
+                            .collect(),
+                    },
+                };
+                self.queues[from].push_back(BrokerEvent::Fetched {
+                    token,
+                    room,
+                    result: Ok(history),
+                });
+            }
+        }
+    }
+
+    /// The connection to the log breaks: every node hears `Down`, and the feed loses what it
+    /// had not delivered.
+    fn go_down(&mut self) {
+        self.up = false;
+        for q in &mut self.queues {
+            q.retain(|e| !matches!(e, BrokerEvent::Message { .. }));
+            q.push_back(BrokerEvent::Down);
+        }
+    }
+
+    fn go_up(&mut self) {
+        self.up = true;
+        for q in &mut self.queues {
+            q.push_back(BrokerEvent::Up);
+        }
+    }
+
+    /// Only node `n`'s connection breaks (or comes back): the others go on publishing, and
+    /// its feed misses what they publish meanwhile.
+    fn cut(&mut self, n: usize, cut: bool) {
+        self.cut[n] = cut;
+        let q = &mut self.queues[n];
+        if cut {
+            q.retain(|e| !matches!(e, BrokerEvent::Message { .. }));
+            q.push_back(BrokerEvent::Down);
+        } else {
+            q.push_back(BrokerEvent::Up);
+        }
+    }
+
+    /// Redis loses everything (a restart without persistence, a flush).
+    fn flush(&mut self) {
+        self.rooms.clear();
+    }
+}
+
+/// Nodes, the broker, and the plumbing between them.
+struct Cluster {
+    nodes: Vec<Sim>,
+    broker: Broker,
+    rng: Rng,
+    /// Shuffle and duplicate events on their way to the nodes.
+    chaos: bool,
+}
+
+fn shared() -> Config {
+    Config {
+        shared_log: true,
+        history_messages: 64,
+        ..Config::default()
+    }
+}
+
+impl Cluster {
+    fn new(nodes: usize, chaos: bool) -> Cluster {
+        let mut c = Cluster {
+            nodes: (0..nodes).map(|_| Sim::new(shared())).collect(),
+            broker: Broker::new(nodes, 64),
+            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            chaos,
+        };
+        c.broker
+            .queues
+            .iter_mut()
+            .for_each(|q| q.push_back(BrokerEvent::Up));
+        c.settle();
+        c
+    }
+
+    /// Moves requests to the broker and events to the nodes until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for n in 0..self.nodes.len() {
+                while let Some(r) = self.nodes[n].server.poll_broker() {
+                    self.broker.handle(n, r);
+                    moved = true;
+                }
+            }
+            for n in 0..self.nodes.len() {
+                let q = &mut self.broker.queues[n];
+                if q.is_empty() {
+                    continue;
+                }
+                // With chaos, take a random one of the first three, and sometimes deliver a
+                // feed message twice; otherwise in order.
+                let i = if self.chaos {
+                    self.rng.below(q.len().min(3) as u64) as usize
+                } else {
+                    0
+                };
+                // Up and Down keep their place: a reordering never moves an event across them.
+                let i = if q
+                    .iter()
+                    .take(i + 1)
+                    .any(|e| matches!(e, BrokerEvent::Up | BrokerEvent::Down))
+                {
+                    0
+                } else {
+                    i
+                };
+                let event = q.remove(i).unwrap();
+                if self.chaos
+                    && matches!(event, BrokerEvent::Message { .. })
+                    && self.rng.below(4) == 0
+                {
+                    q.push_back(event.clone());
+                }
+                let node = &mut self.nodes[n];
+                node.server.handle_broker(event, node.now);
+                node.drain();
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the cluster never settled");
+    }
+
+    fn send(&mut self, n: usize, conn: ConnId, raw: &str) {
+        self.nodes[n].feed(conn, raw);
+        self.settle();
+    }
+
+    fn request(&mut self, n: usize, raw: &str) -> (ConnId, Vec<Resp>) {
+        let c = self.nodes[n].connect();
+        self.send(n, c, raw);
+        let r = self.nodes[n].responses(c);
+        (c, r)
+    }
+
+    fn publish(&mut self, n: usize, room: &str, text: &str) -> Resp {
+        let (_, mut r) = self.request(n, &publish_req(room, text));
+        assert_eq!(r.len(), 1, "one answer to a publish");
+        r.remove(0)
+    }
+}
+
+#[test]
+fn a_poll_on_one_node_is_woken_by_a_publish_on_another() {
+    let mut c = Cluster::new(2, false);
+    let (poll, got) = c.request(1, &get_req("/subscribe?room=r"));
+    assert!(got.is_empty(), "held: {got:?}");
+    assert!(c.nodes[1].server.held_count() == 1);
+    let answer = c.publish(0, "r", "hello");
+    assert_eq!(answer.status, 200);
+    let cursor = answer.header("Parlor-Cursor").unwrap().to_string();
+    let woken = c.nodes[1].response(poll);
+    assert_eq!((woken.status, woken.text()), (200, "hello"));
+    assert_eq!(woken.header("Parlor-Cursor"), Some(cursor.as_str()));
+    // The cursor handed out by node 0 is valid on node 1, and on node 0 itself.
+    for n in [0, 1] {
+        let (_, r) = c.request(n, &get_req(&format!("/subscribe?room=r&since={cursor}")));
+        assert!(
+            r.is_empty(),
+            "node {n} holds a poll at the newest cursor: {r:?}"
+        );
+    }
+    c.publish(1, "r", "again");
+    let (_, r) = c.request(0, &get_req(&format!("/subscribe?room=r&since={cursor}")));
+    assert_eq!(r[0].text(), "again");
+}
+
+#[test]
+fn a_room_new_to_a_node_is_loaded_before_a_cursor_is_read() {
+    let mut c = Cluster::new(2, false);
+    for i in 1..=3 {
+        c.publish(0, "r", &format!("m{i}"));
+    }
+    // Node 1 never saw room r; a cursor from node 0 is read against the loaded room.
+    let first = c.publish(0, "r", "m4");
+    let cursor = first.header("Parlor-Cursor").unwrap();
+    let since_two = cursor.replace("-4", "-2");
+    let (_, r) = c.request(1, &get_req(&format!("/subscribe?room=r&since={since_two}")));
+    assert_eq!((r[0].status, r[0].text()), (200, "m3"));
+    assert_eq!(r[0].header("Parlor-Gap"), None);
+    let (_, r) = c.request(1, &get_req("/subscribe?room=r&since=0"));
+    assert_eq!(r[0].text(), "m1");
+}
+
+#[test]
+fn round_robin_cursor_clients_see_every_message_once_in_order() {
+    let mut c = Cluster::new(2, true);
+    let rounds = 300;
+    let mut cursor = "0".to_string();
+    let mut seen = Vec::new();
+    let mut published = 0;
+    for round in 0..rounds {
+        // Publishers on both nodes.
+        if round % 3 != 2 {
+            let n = round % 2;
+            let text = format!("p{published}");
+            let r = c.publish(n, "r", &text);
+            if r.status == 200 {
+                published += 1;
+            } else {
+                assert_eq!(r.status, 503, "{r:?}");
+                assert!(r.header("Retry-After").is_some());
+            }
+        }
+        // One node loses the log for a while (the other goes on), then the log goes away for
+        // everyone, and comes back.
+        match round % 50 {
+            10 => c.broker.cut(1, true),
+            25 => c.broker.cut(1, false),
+            30 => c.broker.cut(0, true),
+            38 => c.broker.cut(0, false),
+            40 => c.broker.go_down(),
+            45 => c.broker.go_up(),
+            _ => {}
+        }
+        c.settle();
+        // A cursor client polls a different node each time.
+        let n = (round / 2) % 2;
+        let (conn, r) = c.request(n, &get_req(&format!("/subscribe?room=r&since={cursor}")));
+        let r = match r.into_iter().next() {
+            Some(r) => r,
+            None => {
+                // Held: only when the node has nothing newer, unless it cannot know.
+                let seq = cursor.rsplit('-').next().unwrap().parse::<u64>().unwrap();
+                let last = c.broker.rooms.get("r").map_or(0, |r| r.last);
+                if c.broker.up && !c.broker.cut[n] {
+                    assert_eq!(
+                        seq, last,
+                        "round {round}: node {n} holds a poll behind the log"
+                    );
+                }
+                // End the poll by its timeout.
+                c.nodes[n].advance(Duration::from_secs(30));
+                c.settle();
+                c.nodes[n].response(conn)
+            }
+        };
+        match r.status {
+            200 => {
+                assert_eq!(r.header("Parlor-Gap"), None, "nothing is ever missed");
+                seen.push(r.text().to_string());
+                cursor = r.header("Parlor-Cursor").unwrap().to_string();
+            }
+            204 => {}
+            503 => assert!(r.header("Retry-After").is_some()),
+            s => panic!("unexpected {s}: {r:?}"),
+        }
+    }
+    // Drain the rest.
+    c.broker.go_up();
+    c.settle();
+    for i in 0..1000 {
+        let n = i % 2;
+        let (_, r) = c.request(n, &get_req(&format!("/subscribe?room=r&since={cursor}")));
+        let Some(r) = r.into_iter().next() else {
+            break;
+        };
+        assert_eq!(r.status, 200, "{r:?}");
+        seen.push(r.text().to_string());
+        cursor = r.header("Parlor-Cursor").unwrap().to_string();
+    }
+    let expected: Vec<String> = (0..published).map(|i| format!("p{i}")).collect();
+    assert!(published > 100, "{published}");
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn held_polls_catch_up_after_the_log_comes_back() {
+    let mut c = Cluster::new(2, false);
+    let first = c.publish(0, "r", "one");
+    let cursor = first.header("Parlor-Cursor").unwrap().to_string();
+    let (poll, r) = c.request(1, &get_req(&format!("/subscribe?room=r&since={cursor}")));
+    assert!(r.is_empty());
+    c.broker.go_down();
+    c.settle();
+    assert_eq!(c.nodes[0].get("/healthz").status, 503);
+    let refused = c.publish(0, "r", "lost");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("Retry-After"), Some("2"));
+    // Appended while node 1's feed was away (another writer, straight into the log).
+    c.broker.up = true;
+    c.broker.handle(
+        0,
+        BrokerRequest::Append {
+            token: 999,
+            room: "r".into(),
+            text: Bytes::from_static(b"two"),
+            id: None,
+            time_ms: 1,
+        },
+    );
+    c.broker.queues[1].retain(|e| !matches!(e, BrokerEvent::Message { .. }));
+    c.broker.queues[0].clear();
+    c.broker.up = false;
+    c.settle();
+    assert!(c.nodes[1].responses(poll).is_empty(), "held while down");
+    assert_eq!(c.nodes[1].server.held_count(), 1);
+    c.broker.go_up();
+    c.settle();
+    let r = c.nodes[1].response(poll);
+    assert_eq!((r.status, r.text()), (200, "two"));
+    assert_eq!(c.nodes[0].get("/healthz").status, 200);
+}
+
+#[test]
+fn one_id_published_on_two_nodes_is_one_message() {
+    let mut c = Cluster::new(2, false);
+    let body = r#"{"message":"once","id":"k1"}"#;
+    let raw = format!(
+        "POST /publish?room=r HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (_, a) = c.request(0, &raw);
+    let (_, b) = c.request(1, &raw);
+    assert_eq!((a[0].status, b[0].status), (200, 200));
+    assert_eq!(a[0].header("Parlor-Cursor"), b[0].header("Parlor-Cursor"));
+    let (_, all) = c.request(1, &get_req("/subscribe?room=r&since=0&format=json"));
+    assert_eq!(all[0].text().matches("once").count(), 1);
+}
+
+#[test]
+fn a_log_that_lost_its_data_gives_old_cursors_a_new_epoch() {
+    let mut c = Cluster::new(2, false);
+    let old = c.publish(0, "r", "before");
+    let old = old.header("Parlor-Cursor").unwrap().to_string();
+    let (poll, r) = c.request(1, &get_req(&format!("/subscribe?room=r&since={old}")));
+    assert!(r.is_empty());
+    c.broker.flush();
+    c.publish(0, "r", "after");
+    // The held poll is answered with its cursor unchanged, and coming back with it gets the
+    // new epoch's messages from their start, never a position read in the wrong epoch.
+    let r = c.nodes[1].response(poll);
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("Parlor-Cursor"), Some(old.as_str()));
+    let (_, r) = c.request(1, &get_req(&format!("/subscribe?room=r&since={old}")));
+    assert_eq!(r[0].text(), "after");
+    let new = r[0].header("Parlor-Cursor").unwrap();
+    assert_ne!(new.split('-').next(), old.split('-').next());
+}
+
+#[test]
+fn a_publish_the_log_never_answers_gets_503() {
+    let mut c = Cluster::new(1, false);
+    let n = &mut c.nodes[0];
+    let conn = n.connect();
+    n.feed(conn, publish_req("r", "hello"));
+    // The request goes out, and no answer ever comes.
+    assert!(n.server.poll_broker().is_some());
+    assert!(n.server.is_waiting(conn));
+    n.advance(Duration::from_secs(6));
+    let r = n.response(conn);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("Retry-After"), Some("2"));
+    // The connection serves its next request.
+    n.feed(conn, get_req("/metrics"));
+    let m = n.response(conn);
+    assert!(m.text().contains("parlor_broker_up 1"), "{}", m.text());
+}
+
+#[test]
+fn memory_mode_asks_nothing_of_a_broker() {
+    let mut s = Sim::default();
+    s.publish("r", "x");
+    assert_eq!(s.server.poll_broker(), None);
+    assert!(!s.get("/metrics").text().contains("parlor_broker_up"));
+}
+
+#[test]
+fn a_gap_in_the_feed_is_filled_by_a_fetch() {
+    let mut c = Cluster::new(2, false);
+    let first = c.publish(0, "r", "one");
+    let cursor = first.header("Parlor-Cursor").unwrap().to_string();
+    let (poll, r) = c.request(
+        1,
+        &get_req(&format!("/subscribe?room=r&since={cursor}&format=json")),
+    );
+    assert!(r.is_empty());
+    // Node 1's feed loses "two" (against the contract's ordering, the way a lost Pub/Sub
+    // message would look), then hears "three": the hole is seen and fetched.
+    let conn = c.nodes[0].connect();
+    c.nodes[0].feed(conn, publish_req("r", "two"));
+    while let Some(r) = c.nodes[0].server.poll_broker() {
+        c.broker.handle(0, r);
+    }
+    c.broker.queues[1].clear();
+    c.settle();
+    assert!(
+        c.nodes[1].responses(poll).is_empty(),
+        "node 1 has not heard of it"
+    );
+    c.publish(0, "r", "three");
+    let r = c.nodes[1].response(poll);
+    let body = r.text();
+    assert!(
+        body.find("two").unwrap() < body.find("three").unwrap(),
+        "{body}"
+    );
+}
