@@ -117,6 +117,9 @@ impl EventLoop {
 
     /// Drains the core's outputs and writes what they queued, until neither has more to do.
     pub(crate) fn settle(&mut self, now: Instant) {
+        if let Some(log) = &self.shared_log {
+            log.submit(&mut self.server);
+        }
         loop {
             while let Some(output) = self.server.poll_output() {
                 self.carry_out(output, now);

@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use parlor_core::{ConnId, Server};
+use parlor_os::shared_log::SharedLog;
 use parlor_os::{
     AcceptErrors, AcceptFailure, Cli, Grace, Listening, Serve, ACCEPT_PAUSE, READ_BUFFER_BYTES,
 };
@@ -110,6 +111,8 @@ pub struct EventLoop {
     grace: Grace,
     stop: StopHandle,
     signals: Option<UnixStream>,
+    /// With `--redis`: the broker of the shared log, which wakes the loop through the waker.
+    shared_log: Option<SharedLog>,
 }
 
 impl Serve for EventLoop {
@@ -118,12 +121,18 @@ impl Serve for EventLoop {
     /// Binds the listener of `cli` and builds the core. Nothing is accepted before
     /// [`run`](EventLoop::run).
     fn bind(cli: Cli) -> io::Result<EventLoop> {
-        let start = Listening::bind(cli)?;
         let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let notify = Arc::clone(&waker);
+        let shared_log = SharedLog::start(&cli, move || {
+            if let Err(e) = notify.wake() {
+                eprintln!("parlor-mio: cannot wake the event loop: {e}");
+            }
+        })?;
+        let start = Listening::bind(cli)?;
         let mut listener = TcpListener::from_std(start.listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(EventLoop {
             poll,
             listener: Some(listener),
@@ -142,6 +151,7 @@ impl Serve for EventLoop {
                 waker,
             },
             signals: None,
+            shared_log,
         })
     }
 
@@ -223,6 +233,11 @@ impl Serve for EventLoop {
                 match event.token() {
                     LISTENER => self.accept(now),
                     WAKER => {
+                        // The waker is shared by the stop handle and the broker.
+                        if let Some(log) = &self.shared_log {
+                            log.pump(&mut self.server, now);
+                            self.settle(now);
+                        }
                         if self.stop.flag.load(Ordering::SeqCst) {
                             self.begin_shutdown(now, false);
                         }

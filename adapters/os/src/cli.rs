@@ -39,6 +39,9 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCA
 /// The default time a graceful shutdown waits for connections to close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The default `--redis-prefix`.
+pub const DEFAULT_REDIS_PREFIX: &str = "parlor:";
+
 /// The parsed command line of a server binary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cli {
@@ -48,6 +51,12 @@ pub struct Cli {
     pub config: Config,
     /// How long a graceful shutdown waits for connections to close (`--shutdown-grace`).
     pub shutdown_grace: Duration,
+    /// The shared message log (`--redis redis://HOST:PORT[/DB]`); `None`: rooms in memory. When
+    /// set, [`Config::shared_log`] is too, and the adapter starts the broker
+    /// ([`crate::shared_log`]).
+    pub redis: Option<String>,
+    /// What starts every Redis key and channel of this server (`--redis-prefix`).
+    pub redis_prefix: String,
 }
 
 impl Cli {
@@ -61,6 +70,8 @@ impl Cli {
                 ..Config::default()
             },
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            redis: None,
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
         }
     }
 }
@@ -205,6 +216,16 @@ struct Flags {
     /// How long a graceful shutdown waits for connections to close
     #[arg(long, env = "PARLOR_SHUTDOWN_GRACE", value_name = "DUR", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Keep rooms in this Redis, shared by every node using it (redis://HOST:PORT[/DB]); rooms
+    /// stay in memory without it
+    #[arg(long, env = "PARLOR_REDIS", value_name = "URL", value_parser = redis_url)]
+    redis: Option<String>,
+    /// What starts every Redis key and channel of this server
+    #[arg(long, env = "PARLOR_REDIS_PREFIX", value_name = "PREFIX", value_parser = redis_prefix)]
+    redis_prefix: String,
+    /// How long a publish (or a poll on a room new to this node) may wait for Redis before 503
+    #[arg(long, env = "PARLOR_BROKER_TIMEOUT", value_name = "DUR", value_parser = duration)]
+    broker_timeout: Duration,
 }
 
 /// The clap command of `program`, its defaults taken from [`Cli::defaults`].
@@ -239,6 +260,8 @@ fn command(program: &str, default_max_connections: usize) -> clap::Command {
         ("sse_heartbeat", show_duration(c.sse_heartbeat)),
         ("sse_max_age", show_duration(c.sse_max_age)),
         ("shutdown_grace", show_duration(d.shutdown_grace)),
+        ("redis_prefix", d.redis_prefix.clone()),
+        ("broker_timeout", show_duration(c.broker_timeout)),
     ];
     let mut cmd = Flags::command()
         .name(program.to_owned())
@@ -309,6 +332,8 @@ fn to_cli(matches: &ArgMatches) -> Result<Cli, ConfigError> {
         allow_hosts: f.allow_host,
         // DNS rebinding: a server on loopback serves only requests addressed to it.
         listen_loopback: f.listen.ip().is_loopback(),
+        shared_log: f.redis.is_some(),
+        broker_timeout: f.broker_timeout,
         ..Config::default()
     };
     config.limits.max_head = f.max_head_bytes;
@@ -326,6 +351,8 @@ fn to_cli(matches: &ArgMatches) -> Result<Cli, ConfigError> {
         listen: f.listen,
         config,
         shutdown_grace: f.shutdown_grace,
+        redis: f.redis,
+        redis_prefix: f.redis_prefix,
     })
 }
 
@@ -392,6 +419,27 @@ fn count<T: std::str::FromStr>(value: &str) -> Result<T, String> {
         return Err(format!("is not {COUNT}"));
     }
     value.parse().map_err(|_| format!("is not {COUNT}"))
+}
+
+/// A Redis URL: `redis://` (or `rediss://` for TLS) and something after it; redis-rs reads
+/// the rest when the broker starts, and an unusable one stops the server then.
+fn redis_url(value: &str) -> Result<String, String> {
+    let rest = value
+        .strip_prefix("redis://")
+        .or_else(|| value.strip_prefix("rediss://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && value.len() <= 1024 => Ok(value.to_owned()),
+        _ => Err("is not a Redis URL (try redis://127.0.0.1:6379)".to_owned()),
+    }
+}
+
+/// A key prefix: what `redis_log` accepts as one (no braces, printable, at most 64 bytes).
+fn redis_prefix(value: &str) -> Result<String, String> {
+    if crate::redis_log::valid_prefix(value) {
+        Ok(value.to_owned())
+    } else {
+        Err("is not a key prefix (up to 64 printable characters without braces)".to_owned())
+    }
 }
 
 fn addr(value: &str) -> Result<SocketAddr, String> {
@@ -553,7 +601,7 @@ mod tests {
             .get_arguments()
             .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
             .collect();
-        assert_eq!(flags.len(), 27);
+        assert_eq!(flags.len(), 30);
         for arg in flags {
             let long = arg.get_long().unwrap();
             let flag = format!("--{long}");
@@ -565,7 +613,7 @@ mod tests {
             assert!(line.contains(&format!("[env: {env}=]")), "{line}");
             assert!(
                 line.contains("[default: ")
-                    || ["allow-origin", "trusted-proxy", "allow-host"].contains(&long),
+                    || ["allow-origin", "trusted-proxy", "allow-host", "redis"].contains(&long),
                 "{line}"
             );
             let value = match arg.get_value_names().unwrap()[0].as_str() {
@@ -577,6 +625,8 @@ mod tests {
                 "ORIGIN" => "https://x.example",
                 "ADDR_OR_CIDR" => "10.0.0.0/8",
                 "HOST" => "x.example",
+                "URL" => "redis://127.0.0.1:6379",
+                "PREFIX" => "app:",
                 other => panic!("{other}"),
             };
             run(&[&flag, value]).unwrap_or_else(|e| panic!("{flag}: {e}"));
@@ -598,6 +648,26 @@ mod tests {
             assert!(e.starts_with(&format!("--trusted-proxy: {bad:?} ")), "{e}");
         }
         assert!(error(&["--trusted-proxy", "x"]).contains("IP address or CIDR"));
+    }
+
+    #[test]
+    fn redis_flags_switch_the_log_to_shared() {
+        let cli = run(&[]).unwrap();
+        assert_eq!((cli.redis, cli.config.shared_log), (None, false));
+        assert_eq!(cli.redis_prefix, "parlor:");
+        let cli = run(&["--redis", "redis://127.0.0.1:6379/2", "--redis-prefix=app:"]).unwrap();
+        assert_eq!(cli.redis.as_deref(), Some("redis://127.0.0.1:6379/2"));
+        assert!(cli.config.shared_log);
+        assert_eq!(cli.redis_prefix, "app:");
+        for bad in [
+            ["--redis", "http://x"],
+            ["--redis", "redis://"],
+            ["--redis-prefix", "a{b}"],
+            ["--broker-timeout", "0"],
+        ] {
+            let e = run(&bad).unwrap_err().to_string();
+            assert!(e.starts_with(bad[0]), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ mod write_queue;
 pub use accept::{AcceptErrors, AcceptFailure, ACCEPT_PAUSE};
 pub use cli::{
     default_max_connections, parse_args, startup_line, Cli, CliError, CliOutcome, DEFAULT_LISTEN,
-    DEFAULT_SHUTDOWN_GRACE, FD_RESERVE,
+    DEFAULT_REDIS_PREFIX, DEFAULT_SHUTDOWN_GRACE, FD_RESERVE,
 };
 pub use start::{Grace, Listening};
 pub use write_queue::{Flushed, WriteQueue, MAX_IOVECS};
@@ -252,5 +252,6 @@ pub fn main_entry<S: Serve>(program: &str, args: impl IntoIterator<Item = String
 }
 
 pub mod redis_log;
+pub mod shared_log;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit_redis;

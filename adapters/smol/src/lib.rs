@@ -68,6 +68,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use parlor_core::{ConnId, Server};
+use parlor_os::shared_log::SharedLog;
 use parlor_os::{AcceptErrors, AcceptFailure, Cli, Grace, Listening, Serve, ACCEPT_PAUSE};
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
@@ -120,6 +121,9 @@ pub struct Bound {
     events: Sender<Event>,
     inbox: Receiver<Event>,
     signals: Option<async_signal::Signals>,
+    /// With `--redis`: the broker of the shared log, and the channel its notifications arrive
+    /// on (capacity one: a wake-up already waiting covers the next).
+    shared_log: Option<(SharedLog, Receiver<()>)>,
 }
 
 impl Serve for Bound {
@@ -128,6 +132,11 @@ impl Serve for Bound {
     /// Binds the listener of `cli` and builds the core. Nothing is accepted before
     /// [`run`](Bound::run).
     fn bind(cli: Cli) -> io::Result<Bound> {
+        let (wake, woken) = smol::channel::bounded(1);
+        let shared_log = SharedLog::start(&cli, move || {
+            let _ = wake.try_send(());
+        })?
+        .map(|log| (log, woken));
         let start = Listening::bind(cli)?;
         let (events, inbox) = smol::channel::bounded(EVENT_CAPACITY);
         Ok(Bound {
@@ -138,6 +147,7 @@ impl Serve for Bound {
             events,
             inbox,
             signals: None,
+            shared_log,
         })
     }
 
@@ -178,8 +188,13 @@ impl Bound {
             events,
             inbox,
             signals,
+            shared_log,
             ..
         } = self;
+        let (shared_log, broker_woken) = match shared_log {
+            Some((log, woken)) => (Some(log), Some(woken)),
+            None => (None, None),
+        };
         let mut acceptor = Some(executor.spawn(accept_loop(listener, events.clone())));
         if let Some(signals) = signals {
             executor
@@ -194,6 +209,7 @@ impl Bound {
                 poked: false,
                 owner: None,
                 shutting_down: false,
+                shared_log,
             }),
         });
 
@@ -229,6 +245,12 @@ impl Bound {
                     Wake::Grace
                 })
                 .or(std::future::poll_fn(|cx| shared.poked(cx)))
+                .or(async {
+                    match &broker_woken {
+                        Some(woken) if woken.recv().await.is_ok() => Wake::Broker,
+                        _ => std::future::pending().await,
+                    }
+                })
                 .await;
             let mut next = match wake {
                 Wake::Event(Some(event)) => Some(event),
@@ -247,6 +269,10 @@ impl Bound {
                     None
                 }
                 Wake::Poked => None,
+                Wake::Broker => {
+                    shared.core.borrow_mut().pump_broker(Instant::now());
+                    None
+                }
             };
             // Take what else is waiting, a bounded batch per turn, before looking at the timers.
             let mut budget = EVENTS_PER_TURN;
@@ -304,6 +330,8 @@ enum Wake {
     /// A connection task made the core's next deadline earlier than the timer, or closed a
     /// connection during a shutdown.
     Poked,
+    /// The broker has events waiting.
+    Broker,
 }
 
 /// What all the tasks of the thread share. They take turns on one thread, and none holds the
@@ -341,9 +369,19 @@ struct Core {
     owner: Option<Waker>,
     /// A graceful shutdown has begun: the owner counts the connections as they close.
     shutting_down: bool,
+    /// With `--redis`: the broker of the shared log.
+    shared_log: Option<SharedLog>,
 }
 
 impl Core {
+    /// Feeds the broker's events to the core, then carries out what they caused.
+    fn pump_broker(&mut self, now: Instant) {
+        if let Some(log) = &self.shared_log {
+            log.pump(&mut self.server, now);
+        }
+        self.settle();
+    }
+
     /// Registers a new connection with the core and gives it a mailbox.
     fn accept(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
         let id = self.server.handle_accept(peer.ip(), now);
@@ -402,6 +440,9 @@ impl Core {
 
     /// Drains the core's outputs into the connections' mailboxes.
     fn settle(&mut self) {
+        if let Some(log) = &self.shared_log {
+            log.submit(&mut self.server);
+        }
         while let Some(output) = self.server.poll_output() {
             // None only when the task has ended and told the core.
             if let Some(mailbox) = self

@@ -14,6 +14,7 @@ fn shared(now: Instant) -> Rc<Shared> {
             poked: false,
             owner: None,
             shutting_down: false,
+            shared_log: None,
         }),
     })
 }
