@@ -35,6 +35,32 @@
 //! * The service starts **down**; it reports `Up` when both its command connection and its feed
 //!   work, and `Down` when either fails. Transitions only: `Up` and `Down` alternate.
 //!
+//! ## What the core does with it
+//! The adapter drains [`Server::poll_broker`](crate::Server::poll_broker) after every input and
+//! feeds every event to [`Server::handle_broker`](crate::Server::handle_broker) (only with
+//! [`Config::shared_log`](crate::Config::shared_log); in memory the log is inside the core and
+//! no request is ever made). The core's side (`log.rs`, `server/shared.rs`):
+//! * A publish becomes an `Append`; its connection waits (no later request on it is read) until
+//!   `Appended`: `Ok` answers `200` with `<epoch>-<seq>` (a duplicate: the original place), a
+//!   failure or the `--broker-timeout` deadline answers `503` with `Retry-After`. While the log
+//!   is down (after `Down`, or before the first `Up`) a publish is answered `503` at once.
+//! * Each room keeps a cache of the log: a contiguous run of its messages. A `Message` (or an
+//!   `Appended(Ok)`, which carries the same message) enters it only as the next sequence number
+//!   and is then fanned out to the room's held polls exactly like an in-memory publish; an
+//!   older one is a duplicate and dropped; a newer one, or another epoch, issues a `Fetch` after
+//!   the cache's last sequence. At most one fetch per room is in flight.
+//! * A poll on a room this node has not loaded, with a cursor ahead of the cache, or with a
+//!   cursor of another epoch, waits for a fetch and is then routed again from the fresh cache: a
+//!   cursor handed out by another node is never read against an unknown or stale room.
+//! * `Fetched`: an epoch other than the cache's (or none) empties the cache, after answering the
+//!   room's held polls `204` with their unchanged cursor (they come back and get the reset
+//!   signal); a `first_seq` past the cache's end (trimmed while this node was away) does the
+//!   same (they get the gap signal). What is new is cached and fanned out; if the log holds
+//!   more, the core fetches again.
+//! * `Down`: `/healthz` answers `503`, `/metrics` shows `parlor_broker_up 0`; held polls stay
+//!   held and the cache keeps answering. `Up`: every loaded room is fetched after its last
+//!   sequence, so what the feed missed meanwhile is delivered.
+//!
 //! ## What the log does not do
 //! The history is capped by count only (approximately, `--history-messages`, at least that many
 //! kept); the byte cap of the in-memory history is the core's to apply to what it caches.

@@ -99,7 +99,11 @@
 //! * `routes/`: the `Route` of a request from its path, the methods each
 //!   allows, and the handlers (`subscribe.rs`, `publish.rs`), which return what to do.
 //! * `conn/`: the connection states and every transition between them (`mod.rs`, with the
-//!   state diagram), the table's bookkeeping (`table.rs`), and the invariant check (`check.rs`).
+//!   state diagram; `waiting.rs`, a request waiting for the shared log), the table's
+//!   bookkeeping (`table.rs`), and the invariant check (`check.rs`).
+//! * `log.rs`: the message log, in memory or shared: what the core keeps of the exchange with a
+//!   broker and the rules of each room's cache; `server/shared.rs` drives it
+//!   ([`Server::poll_broker`], [`Server::handle_broker`]). The contract is [`broker`].
 //! * `timers.rs`: deadlines, at most one per connection, in one ordered set.
 //! * `room.rs`: rooms, their bounded history and their waiters; `cursor.rs`: the cursor a
 //!   client holds, parsed and displayed in one place.

@@ -30,8 +30,8 @@ struct Incoming {
 }
 
 impl Server {
-    /// The next request for the shared message log, if any. With [`Config::shared_log`]
-    /// (crate::Config::shared_log), drain it after every input, like
+    /// The next request for the shared message log, if any. With
+    /// [`Config::shared_log`](crate::Config::shared_log), drain it after every input, like
     /// [`poll_output`](Self::poll_output), and hand each request to the broker service; every
     /// request is answered by exactly one [`BrokerEvent`] with its token (see
     /// [`crate::broker`]). Always `None` with the log in memory.
