@@ -51,7 +51,10 @@
 //!   the cache's last sequence. At most one fetch per room is in flight.
 //! * A poll on a room this node has not loaded, with a cursor ahead of the cache, or with a
 //!   cursor of another epoch, waits for a fetch and is then routed again from the fresh cache: a
-//!   cursor handed out by another node is never read against an unknown or stale room.
+//!   cursor handed out by another node is never read against an unknown or stale room. A
+//!   cursor older than the cache gets a fetch of its own (after the cursor, `--batch-messages`
+//!   long) and is answered from what the log still holds; the gap signal counts only what the
+//!   log no longer has.
 //! * `Fetched`: an epoch other than the cache's (or none) empties the cache, after answering the
 //!   room's held polls `204` with their unchanged cursor (they come back and get the reset
 //!   signal); a `first_seq` past the cache's end (trimmed while this node was away) does the

@@ -13,7 +13,9 @@
 //! * [`Log::needs_load`]: whether a poll may be answered from the cache. Not when the room was
 //!   never loaded on this node (its epoch and last sequence are unknown, so a cursor handed out
 //!   by another node could be misread), nor when the cursor is ahead of the cache or of another
-//!   epoch (this node may simply not have heard yet). Such a poll waits for a fetch.
+//!   epoch (this node may simply not have heard yet): such a poll waits for the room's fetch.
+//!   Nor when the cursor is older than the cache (the log may still hold what the cache let go):
+//!   that poll gets a fetch of its own, and is answered from what it brings.
 //! * [`restart`] and [`insert`]: the only two ways the cache changes. A message is cached only
 //!   in sequence (`seq == last_seq + 1`); anything else is a duplicate (dropped) or a gap (a
 //!   fetch fills it), so every node's cache is a contiguous run of the log.
@@ -45,15 +47,36 @@ pub(crate) struct Log {
     requests: VecDeque<BrokerRequest>,
     /// Requests waiting for the log, by the token their connection waits for.
     pub waits: HashMap<u64, Wait>,
-    /// Fetches in flight, by token: their room and the sequence they read after.
-    pub fetches: HashMap<u64, (Box<str>, u64)>,
+    /// Fetches in flight, by token.
+    pub fetches: HashMap<u64, Fetching>,
     /// Per room name.
     pub rooms: HashMap<Box<str>, Sync>,
-    /// Set while parked polls are answered again after their room was loaded: the cache is as
-    /// fresh as it gets, so they are answered from it (no second fetch).
-    pub replaying: bool,
+    /// Set while a parked poll is routed again, to the load it waited for: the same kind of
+    /// load is not asked twice (after the room's fetch the cache is as fresh as it gets; after
+    /// a poll's own fetch, what the log holds was lent to the room).
+    pub replaying: Option<Load>,
     /// Appends and fetches that failed (for `/metrics`).
     pub failures: u64,
+}
+
+/// A fetch in flight.
+#[derive(Debug)]
+pub(crate) struct Fetching {
+    pub room: Box<str>,
+    /// It reads the messages after this sequence number.
+    pub after_seq: u64,
+    /// `None`: the room's own fetch (it brings the cache up to date). `Some(token)`: the fetch
+    /// of the poll waiting with `token`, whose cursor is older than the cache.
+    pub for_poll: Option<u64>,
+}
+
+/// What a poll must wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Load {
+    /// The room's fetch: the cache is unknown or behind.
+    Room,
+    /// The messages after this sequence, older than the cache.
+    Older(u64),
 }
 
 /// A request waiting for the log.
@@ -128,18 +151,21 @@ impl Log {
     }
 
     /// Whether a poll in `room` with cursor `since` must wait for a fetch before it is answered
-    /// (see the module docs). Always `false` in memory.
-    pub fn needs_load(&self, room: &Room, since: Option<Since>) -> bool {
-        if !self.shared || self.replaying {
-            return false;
+    /// (see the module docs), and which. Always `None` in memory.
+    pub fn needs_load(&self, room: &Room, since: Option<Since>) -> Option<Load> {
+        if !self.shared {
+            return None;
         }
-        if !self.loaded(&room.name) {
-            return true;
-        }
-        match since {
-            Some(Since::Seq(s)) => s > room.last_seq,
-            Some(Since::OtherEpoch) => true,
-            Some(Since::All) | None => false,
+        let load = match since {
+            _ if !self.loaded(&room.name) => Some(Load::Room),
+            Some(Since::Seq(s)) if s > room.last_seq => Some(Load::Room),
+            Some(Since::Seq(s)) if s + 1 < room.first_seq() => Some(Load::Older(s)),
+            Some(Since::OtherEpoch) => Some(Load::Room),
+            Some(Since::Seq(_) | Since::All) | None => None,
+        };
+        match (self.replaying, load) {
+            (Some(Load::Older(_)), _) | (Some(Load::Room), Some(Load::Room)) => None,
+            (_, load) => load,
         }
     }
 }
@@ -206,15 +232,37 @@ mod tests {
         let mut log = Log::new(true);
         let mut room = Room::new("r", "e");
         room.last_seq = 5;
-        assert!(log.needs_load(&room, None), "never loaded");
+        assert_eq!(
+            log.needs_load(&room, None),
+            Some(Load::Room),
+            "never loaded"
+        );
         log.rooms.entry("r".into()).or_default().loaded = true;
-        assert!(!log.needs_load(&room, None));
-        assert!(!log.needs_load(&room, Some(Since::All)));
-        assert!(!log.needs_load(&room, Some(Since::Seq(5))));
-        assert!(log.needs_load(&room, Some(Since::Seq(6))), "ahead");
-        assert!(log.needs_load(&room, Some(Since::OtherEpoch)));
-        log.replaying = true;
-        assert!(!log.needs_load(&room, Some(Since::Seq(6))));
-        assert!(!Log::new(false).needs_load(&room, Some(Since::Seq(6))));
+        assert_eq!(log.needs_load(&room, None), None);
+        assert_eq!(log.needs_load(&room, Some(Since::All)), None);
+        assert_eq!(log.needs_load(&room, Some(Since::Seq(5))), None);
+        assert_eq!(log.needs_load(&room, Some(Since::Seq(6))), Some(Load::Room));
+        let other = Some(Since::OtherEpoch);
+        assert_eq!(log.needs_load(&room, other), Some(Load::Room));
+        room.history.push_back(crate::room::Message {
+            seq: 5,
+            time_ms: 0,
+            text: Bytes::new(),
+            id: None,
+        });
+        assert_eq!(log.needs_load(&room, Some(Since::Seq(4))), None);
+        assert_eq!(
+            log.needs_load(&room, Some(Since::Seq(3))),
+            Some(Load::Older(3))
+        );
+        log.replaying = Some(Load::Room);
+        assert_eq!(log.needs_load(&room, Some(Since::Seq(6))), None);
+        assert_eq!(
+            log.needs_load(&room, Some(Since::Seq(3))),
+            Some(Load::Older(3))
+        );
+        log.replaying = Some(Load::Older(3));
+        assert_eq!(log.needs_load(&room, Some(Since::Seq(3))), None);
+        assert_eq!(Log::new(false).needs_load(&room, Some(Since::Seq(6))), None);
     }
 }

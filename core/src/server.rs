@@ -435,8 +435,9 @@ impl Server {
                 Action::Answer(routes::metrics(&text, head, persist))
             }
             Route::Subscribe => match subscribe::handle(&ctx, &mut self.rooms, &request) {
-                Action::Load { room } => Action::Park {
+                Action::Load { room, load } => Action::Park {
                     room,
+                    load,
                     request: Box::new(request),
                 },
                 action => action,
@@ -553,8 +554,12 @@ impl Server {
                 self.conns.answer(id, answer, persist, &mut self.rooms, now);
             }
             Action::Append(append) => self.append(id, append, reply, now),
-            Action::Park { room, request } => self.park(id, room, request, reply, now),
-            Action::Load { room } => {
+            Action::Park {
+                room,
+                load,
+                request,
+            } => self.park(id, room, load, request, reply, now),
+            Action::Load { room, .. } => {
                 // The router always turns Load into Park; without the request there is
                 // nothing to route again, so the client is asked to retry.
                 debug_assert!(false, "Action::Load reached carry_out (room {room})");

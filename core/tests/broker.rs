@@ -241,8 +241,12 @@ fn shared() -> Config {
 
 impl Cluster {
     fn new(nodes: usize, chaos: bool) -> Cluster {
+        Cluster::with(nodes, chaos, shared())
+    }
+
+    fn with(nodes: usize, chaos: bool, config: Config) -> Cluster {
         let mut c = Cluster {
-            nodes: (0..nodes).map(|_| Sim::new(shared())).collect(),
+            nodes: (0..nodes).map(|_| Sim::new(config.clone())).collect(),
             broker: Broker::new(nodes, 64),
             rng: Rng(0x9e37_79b9_7f4a_7c15),
             chaos,
@@ -580,4 +584,37 @@ fn a_gap_in_the_feed_is_filled_by_a_fetch() {
         body.find("two").unwrap() < body.find("three").unwrap(),
         "{body}"
     );
+}
+
+#[test]
+fn a_cursor_older_than_the_cache_is_answered_from_the_log() {
+    // Each node caches about 20 bytes of text; the log keeps 64 messages.
+    let config = Config {
+        history_bytes: 20,
+        max_message_bytes: 10,
+        ..shared()
+    };
+    let mut c = Cluster::with(2, false, config);
+    let (_, r) = c.request(1, &get_req("/subscribe?room=r&since=0"));
+    assert!(r.is_empty(), "node 1 loads the room and holds");
+    let mut cursors = Vec::new();
+    for i in 0..30 {
+        let r = c.publish(0, "r", &format!("m{i:02}"));
+        cursors.push(r.header("Parlor-Cursor").unwrap().to_string());
+    }
+    for n in [0, 1] {
+        let target = format!("/subscribe?room=r&since={}&format=json", cursors[2]);
+        let (_, r) = c.request(n, &get_req(&target));
+        let body = r[0].text();
+        assert!(
+            body.starts_with(r#"{"room":"r","messages":[{"cursor""#),
+            "{body}"
+        );
+        assert!(body.contains(r#""text":"m03"}"#), "node {n}: {body}");
+        assert!(body.ends_with(r#""gap":0}"#), "node {n}: {body}");
+        assert_eq!(r[0].header("Parlor-Gap"), None);
+        // The cache is as it was: since=0 still starts where it starts.
+        let (_, r) = c.request(n, &get_req("/subscribe?room=r&since=0"));
+        assert_ne!(r[0].text(), "m00", "node {n}");
+    }
 }

@@ -17,7 +17,7 @@ use crate::cors::{self, Cors};
 use crate::form;
 use crate::forwarded::Client;
 use crate::http::{Method, Request};
-use crate::log::Log;
+use crate::log::{Load, Log};
 use crate::page::File;
 use crate::response::{self, Persist, Response};
 use crate::room::{self, Rooms};
@@ -122,9 +122,13 @@ pub(crate) enum Action {
     /// With a shared log: the poll cannot be answered from this node's cache yet; it waits
     /// until `room` is loaded, then is routed again. The subscribe handler returns it; the
     /// server's router turns it into [`Action::Park`] with the request.
-    Load { room: usize },
+    Load { room: usize, load: Load },
     /// [`Action::Load`] with the request to route again.
-    Park { room: usize, request: Box<Request> },
+    Park {
+        room: usize,
+        load: Load,
+        request: Box<Request>,
+    },
 }
 
 /// A message to append to the shared log.

@@ -38,8 +38,8 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
     };
     let room = rooms.get(room_i);
     let since = since.as_deref().and_then(|s| Since::parse(s, &room.epoch));
-    if ctx.log.needs_load(room, since) {
-        return Action::Load { room: room_i };
+    if let Some(load) = ctx.log.needs_load(room, since) {
+        return Action::Load { room: room_i, load };
     }
     let (after, gap) = match since {
         None => (room.last_seq, 0),

@@ -11,7 +11,8 @@ use crate::broker::{BrokerEvent, BrokerRequest, History};
 use crate::conn::RETRY_AFTER_SECS;
 use crate::cursor::Cursor;
 use crate::http::Request;
-use crate::log::{self, Pending, Wait};
+use crate::log::{self, Fetching, Load, Pending, Wait};
+use crate::room::Message;
 use crate::routes::Action;
 use crate::routes::{publish, Append};
 use crate::ConnId;
@@ -125,11 +126,13 @@ impl Server {
         self.conns.wait(id, token, self.config.broker_timeout, now);
     }
 
-    /// A poll the cache cannot answer yet: it waits for a fetch of its room.
+    /// A poll the cache cannot answer yet: it waits for a fetch of its room, or for one of its
+    /// own when its cursor is older than the cache.
     pub(super) fn park(
         &mut self,
         id: ConnId,
         room: usize,
+        load: Load,
         request: Box<Request>,
         reply: Reply,
         now: Instant,
@@ -147,8 +150,29 @@ impl Server {
             },
         );
         let name = self.rooms.get(room).name.clone();
-        self.log.rooms.entry(name).or_default().parked.push(token);
-        self.fetch(room);
+        match load {
+            Load::Room => {
+                self.log.rooms.entry(name).or_default().parked.push(token);
+                self.fetch(room);
+            }
+            Load::Older(after_seq) => {
+                let fetch = self.log.token();
+                self.log.fetches.insert(
+                    fetch,
+                    Fetching {
+                        room: name.clone(),
+                        after_seq,
+                        for_poll: Some(token),
+                    },
+                );
+                self.log.request(BrokerRequest::Fetch {
+                    token: fetch,
+                    room: name,
+                    after_seq,
+                    limit: self.config.batch_messages,
+                });
+            }
+        }
         self.conns.wait(id, token, self.config.broker_timeout, now);
     }
 
@@ -285,7 +309,14 @@ impl Server {
         if let Some(sync) = self.log.rooms.get_mut(&name) {
             sync.fetching = Some(token);
         }
-        self.log.fetches.insert(token, (name.clone(), after_seq));
+        self.log.fetches.insert(
+            token,
+            Fetching {
+                room: name.clone(),
+                after_seq,
+                for_poll: None,
+            },
+        );
         self.log.request(BrokerRequest::Fetch {
             token,
             room: name,
@@ -301,9 +332,17 @@ impl Server {
         result: Result<History, crate::broker::BrokerFailure>,
         now: Instant,
     ) {
-        let Some((name, after_seq)) = self.log.fetches.remove(&token) else {
+        let Some(Fetching {
+            room: name,
+            after_seq,
+            for_poll,
+        }) = self.log.fetches.remove(&token)
+        else {
             return;
         };
+        if let Some(wait) = for_poll {
+            return self.answer_older(wait, &name, after_seq, result, now);
+        }
         let sync = self.log.rooms.entry(name.clone()).or_default();
         if sync.fetching == Some(token) {
             sync.fetching = None;
@@ -414,22 +453,96 @@ impl Server {
                 }
                 None => continue,
             };
-            if !self.conns.end_wait(conn, token) {
-                continue;
-            }
-            match (loaded, self.conns.peer(conn)) {
-                (true, Some(peer)) => {
-                    self.log.replaying = true;
-                    // The request is read again as it came: the same client, forwarded or not.
-                    let client = self.forwarding.client(peer, &request);
-                    let action = self.route(&client, *request, reply.persist, now);
-                    self.log.replaying = false;
-                    let proxied = client.forwarded.then_some(client.addr);
-                    self.carry_out(conn, action, reply, proxied, now);
-                }
-                _ => self.unavailable(conn, reply, now),
-            }
-            self.conns.ready(conn);
+            let request = loaded.then_some(request);
+            self.replay(conn, token, Load::Room, request, reply, now);
         }
+    }
+
+    /// Ends the wait `token` of `conn` for `done`: routes its request again against the cache as
+    /// it is now (without asking for the same load again), or, without one, answers `503`.
+    fn replay(
+        &mut self,
+        conn: ConnId,
+        token: u64,
+        done: Load,
+        request: Option<Box<Request>>,
+        reply: Reply,
+        now: Instant,
+    ) {
+        if !self.conns.end_wait(conn, token) {
+            return;
+        }
+        match (request, self.conns.peer(conn)) {
+            (Some(request), Some(peer)) => {
+                self.log.replaying = Some(done);
+                // The request is read again as it came: the same client, forwarded or not.
+                let client = self.forwarding.client(peer, &request);
+                let action = self.route(&client, *request, reply.persist, now);
+                self.log.replaying = None;
+                let proxied = client.forwarded.then_some(client.addr);
+                self.carry_out(conn, action, reply, proxied, now);
+            }
+            _ => self.unavailable(conn, reply, now),
+        }
+        self.conns.ready(conn);
+    }
+
+    /// The fetch of a poll whose cursor is older than the cache: the poll is answered from the
+    /// messages the log still held after its cursor, lent to the room's history for the time of
+    /// the answer (the cache itself does not change). When the log holds nothing more than the
+    /// cache, or is of another epoch now, the cache answers (with the gap it knows of).
+    fn answer_older(
+        &mut self,
+        wait: u64,
+        room: &str,
+        after_seq: u64,
+        result: Result<History, crate::broker::BrokerFailure>,
+        now: Instant,
+    ) {
+        let done = Load::Older(after_seq);
+        let (conn, request, reply) = match self.log.waits.remove(&wait) {
+            Some(Wait::Poll {
+                conn,
+                request,
+                reply,
+            }) => (conn, request, reply),
+            Some(other) => {
+                self.log.waits.insert(wait, other);
+                return;
+            }
+            None => return,
+        };
+        let history = match result {
+            Ok(h) => h,
+            Err(_) => {
+                self.log.failures += 1;
+                return self.replay(conn, wait, done, None, reply, now);
+            }
+        };
+        let i = self.rooms.find(room);
+        let lend = i.filter(|&i| {
+            let r = self.rooms.get(i);
+            history.epoch.as_deref() == Some(&*r.epoch)
+                && history
+                    .messages
+                    .first()
+                    .is_some_and(|m| m.seq < r.first_seq())
+        });
+        let Some(i) = lend else {
+            return self.replay(conn, wait, done, Some(request), reply, now);
+        };
+        let run = history
+            .messages
+            .into_iter()
+            .map(|m| Message {
+                seq: m.seq,
+                time_ms: m.time_ms,
+                text: m.text,
+                id: m.id,
+            })
+            .collect();
+        let cache = std::mem::replace(&mut self.rooms.get_mut(i).history, run);
+        self.replay(conn, wait, done, Some(request), reply, now);
+        self.rooms.get_mut(i).history = cache;
     }
 }
