@@ -9,7 +9,8 @@
 //! * [`Log`]: whether the log is shared and up, the queue of [`BrokerRequest`]s for the adapter
 //!   ([`Server::poll_broker`](crate::Server::poll_broker)), the requests that wait for an answer
 //!   (a publish until its append is stored, a poll until its room is loaded), and per room a
-//!   [`Sync`]: whether its epoch and last sequence are known, and the fetch in flight.
+//!   [`Sync`]: the fetch in flight and the polls waiting for it. (Whether a room's epoch and
+//!   last sequence are known is `Room::loaded`, so a room made anew starts unknown.)
 //! * [`Log::needs_load`]: whether a poll may be answered from the cache. Not when the room was
 //!   never loaded on this node (its epoch and last sequence are unknown, so a cursor handed out
 //!   by another node could be misread), nor when the cursor is ahead of the cache or of another
@@ -108,9 +109,6 @@ pub(crate) struct Pending {
 /// One room's state against the log.
 #[derive(Debug, Default)]
 pub(crate) struct Sync {
-    /// A fetch completed: the cache's epoch and last sequence are the log's (as of then, and
-    /// kept current by the feed).
-    pub loaded: bool,
     /// The token of the fetch in flight.
     pub fetching: Option<u64>,
     /// Fetch again once the one in flight is answered.
@@ -145,11 +143,6 @@ impl Log {
         self.requests.pop_front()
     }
 
-    /// Whether `room` was loaded from the shared log.
-    pub fn loaded(&self, room: &str) -> bool {
-        self.rooms.get(room).is_some_and(|s| s.loaded)
-    }
-
     /// Whether a poll in `room` with cursor `since` must wait for a fetch before it is answered
     /// (see the module docs), and which. Always `None` in memory.
     pub fn needs_load(&self, room: &Room, since: Option<Since>) -> Option<Load> {
@@ -157,7 +150,7 @@ impl Log {
             return None;
         }
         let load = match since {
-            _ if !self.loaded(&room.name) => Some(Load::Room),
+            _ if !room.loaded => Some(Load::Room),
             Some(Since::Seq(s)) if s > room.last_seq => Some(Load::Room),
             Some(Since::Seq(s)) if s + 1 < room.first_seq() => Some(Load::Older(s)),
             Some(Since::OtherEpoch) => Some(Load::Room),
@@ -237,7 +230,7 @@ mod tests {
             Some(Load::Room),
             "never loaded"
         );
-        log.rooms.entry("r".into()).or_default().loaded = true;
+        room.loaded = true;
         assert_eq!(log.needs_load(&room, None), None);
         assert_eq!(log.needs_load(&room, Some(Since::All)), None);
         assert_eq!(log.needs_load(&room, Some(Since::Seq(5))), None);

@@ -70,6 +70,9 @@ pub(crate) struct Room {
     /// The JSON answer from the oldest retained message, shared by every poll that asks for
     /// it (`since=0`, the chat page's first request) until the room changes.
     pub shared: Option<Shared>,
+    /// With a shared log: the room was read from the log, so `epoch` and `last_seq` are the
+    /// log's (see `log.rs`). A room made anew starts unloaded.
+    pub loaded: bool,
 }
 
 /// A JSON answer kept for the next poll that asks for the same: its representation (connection
@@ -95,6 +98,7 @@ impl Room {
             last_active: None,
             idle_since: None,
             shared: None,
+            loaded: false,
         }
     }
 

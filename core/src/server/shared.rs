@@ -77,11 +77,10 @@ impl Server {
                 self.log.up = true;
                 // Catch up: the feed may have missed messages while down.
                 let loaded: Vec<Box<str>> = self
-                    .log
                     .rooms
                     .iter()
-                    .filter(|(_, s)| s.loaded)
-                    .map(|(name, _)| name.clone())
+                    .filter(|r| r.loaded)
+                    .map(|r| r.name.clone())
                     .collect();
                 for name in loaded {
                     if let Some(i) = self.rooms.find(&name) {
@@ -265,11 +264,11 @@ impl Server {
         let Some(i) = self.rooms.find(&m.room) else {
             return; // not a room of this node
         };
-        if !self.log.loaded(&m.room) {
-            return; // its load will read it
-        }
         let caps = (self.config.history_messages, self.config.history_bytes);
         let room = self.rooms.get_mut(i);
+        if !room.loaded {
+            return; // its load will read it
+        }
         if room.epoch.is_empty() {
             // The log had nothing of the room when it was loaded: this starts its numbering.
             log::restart(room, &m.epoch, 0);
@@ -357,9 +356,7 @@ impl Server {
             Ok(history) => {
                 let more = self.apply(i, after_seq, history, now);
                 self.rooms.refile(i);
-                if let Some(sync) = self.log.rooms.get_mut(&name) {
-                    sync.loaded = true;
-                }
+                self.rooms.get_mut(i).loaded = true;
                 more
             }
             Err(_) => {
