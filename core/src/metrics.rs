@@ -31,8 +31,19 @@ pub(crate) struct Gauges {
     pub rooms: usize,
     pub rooms_created: u64,
     pub rooms_evicted: u64,
-    /// With a shared log: whether its broker is up.
-    pub broker: Option<bool>,
+    /// With a shared log: its state.
+    pub broker: Option<Broker>,
+}
+
+/// The shared log's state, for `/metrics`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Broker {
+    /// The broker reported `Up` last.
+    pub up: bool,
+    /// Requests waiting for the log (publishes being stored, polls whose room is loading).
+    pub waiting: usize,
+    /// Appends and fetches that failed or timed out.
+    pub failures: u64,
 }
 
 impl Metrics {
@@ -131,13 +142,33 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
             );
         }
-        if let Some(up) = g.broker {
-            let _ = write!(
-                s,
-                "# HELP parlor_broker_up Whether the shared message log is reachable (1) or not (0).\n\
-                 # TYPE parlor_broker_up gauge\nparlor_broker_up {}\n",
-                u8::from(up)
-            );
+        if let Some(b) = g.broker {
+            let broker: [(&str, &str, &str, u64); 3] = [
+                (
+                    "parlor_broker_up",
+                    "gauge",
+                    "Whether the shared message log is reachable (1) or not (0).",
+                    u64::from(b.up),
+                ),
+                (
+                    "parlor_broker_waiting",
+                    "gauge",
+                    "Requests waiting for the shared message log.",
+                    b.waiting as u64,
+                ),
+                (
+                    "parlor_broker_failures_total",
+                    "counter",
+                    "Requests to the shared message log that failed or timed out.",
+                    b.failures,
+                ),
+            ];
+            for (name, kind, help, value) in broker {
+                let _ = write!(
+                    s,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+                );
+            }
         }
         let _ = write!(
             s,

@@ -430,7 +430,11 @@ impl Server {
                     rooms: self.rooms.len(),
                     rooms_created: self.rooms.created,
                     rooms_evicted: self.rooms.evicted,
-                    broker: self.log.shared.then_some(self.log.up),
+                    broker: self.log.shared.then_some(crate::metrics::Broker {
+                        up: self.log.up,
+                        waiting: self.log.waits.len(),
+                        failures: self.log.failures,
+                    }),
                 });
                 Action::Answer(routes::metrics(&text, head, persist))
             }

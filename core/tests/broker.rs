@@ -544,6 +544,12 @@ fn a_publish_the_log_never_answers_gets_503() {
     n.feed(conn, get_req("/metrics"));
     let m = n.response(conn);
     assert!(m.text().contains("parlor_broker_up 1"), "{}", m.text());
+    assert!(
+        m.text().contains("parlor_broker_failures_total 1"),
+        "{}",
+        m.text()
+    );
+    assert!(m.text().contains("parlor_broker_waiting 0"), "{}", m.text());
 }
 
 #[test]
