@@ -523,6 +523,7 @@ fn a_log_that_lost_its_data_gives_old_cursors_a_new_epoch() {
     assert_eq!(r.header("Parlor-Cursor"), Some(old.as_str()));
     let (_, r) = c.request(1, &get_req(&format!("/subscribe?room=r&since={old}")));
     assert_eq!(r[0].text(), "after");
+    assert_eq!(r[0].header("Parlor-Reset"), Some("1"), "the reset signal");
     let new = r[0].header("Parlor-Cursor").unwrap();
     assert_ne!(new.split('-').next(), old.split('-').next());
 }

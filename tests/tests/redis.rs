@@ -247,6 +247,7 @@ fn redis_losing_its_data_is_never_a_silent_skip() {
         let r = n.get(&format!("/subscribe?room=f&since={old}"));
         r.assert_status(200);
         assert_eq!(r.text(), "after");
+        assert_eq!(r.header("Parlor-Reset"), Some("1"), "the reset signal");
         let (old_epoch, _) = split_cursor(&old);
         let (new_epoch, _) = split_cursor(r.must_header("Parlor-Cursor"));
         assert_ne!(old_epoch, new_epoch, "the old cursor is told apart");
