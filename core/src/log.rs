@@ -143,6 +143,18 @@ impl Log {
         self.requests.pop_front()
     }
 
+    /// Drops the state of `room` when nothing is in flight for it, so the table holds only
+    /// rooms with a fetch or waiting polls (rooms come and go).
+    pub fn forget_idle(&mut self, room: &str) {
+        if self
+            .rooms
+            .get(room)
+            .is_some_and(|s| s.fetching.is_none() && !s.again && s.parked.is_empty())
+        {
+            self.rooms.remove(room);
+        }
+    }
+
     /// Whether a poll in `room` with cursor `since` must wait for a fetch before it is answered
     /// (see the module docs), and which. Always `None` in memory.
     pub fn needs_load(&self, room: &Room, since: Option<Since>) -> Option<Load> {
@@ -218,6 +230,20 @@ mod tests {
         assert_eq!((room.first_seq(), room.last_seq, room.bytes), (41, 40, 0));
         assert!(room.ids.is_empty() && &*room.epoch == "f");
         assert!(insert(&mut room, 41, 0, text(), None, (10, 100_000)));
+    }
+
+    #[test]
+    fn idle_rooms_leave_the_table() {
+        let mut log = Log::new(true);
+        log.rooms.entry("a".into()).or_default().fetching = Some(1);
+        log.rooms.entry("b".into()).or_default().parked.push(2);
+        log.rooms.entry("c".into()).or_default();
+        for room in ["a", "b", "c", "unknown"] {
+            log.forget_idle(room);
+        }
+        let mut left: Vec<&str> = log.rooms.keys().map(|k| &**k).collect();
+        left.sort();
+        assert_eq!(left, ["a", "b"]);
     }
 
     #[test]

@@ -437,6 +437,7 @@ impl Server {
             return;
         };
         let parked = std::mem::take(&mut sync.parked);
+        self.log.forget_idle(name);
         for token in parked {
             let (conn, request, reply) = match self.log.waits.remove(&token) {
                 Some(Wait::Poll {
