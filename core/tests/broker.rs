@@ -636,3 +636,123 @@ fn a_cursor_older_than_the_cache_is_answered_from_the_log() {
         assert_ne!(r[0].text(), "m00", "node {n}");
     }
 }
+
+/// Whatever the broker reports, in whatever order (stale tokens, holes, unknown epochs,
+/// histories that contradict the feed), the core never panics and its invariants hold.
+#[test]
+fn any_broker_input_keeps_the_core_whole() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut s = Sim::new(Config {
+        history_messages: 4,
+        batch_messages: 3,
+        poll_timeout: Duration::from_secs(3),
+        broker_timeout: Duration::from_secs(2),
+        ..shared()
+    });
+    let rooms = ["a", "b"];
+    let epochs = ["e1", "e2", "zz"];
+    let mut requests: Vec<BrokerRequest> = Vec::new();
+    for step in 0..20_000u64 {
+        let room = rooms[rng.below(2) as usize];
+        let epoch = epochs[rng.below(3) as usize];
+        match rng.below(10) {
+            0 => {
+                let c = s.connect();
+                let since = match rng.below(4) {
+                    0 => String::new(),
+                    1 => "&since=0".into(),
+                    _ => format!("&since={epoch}-{}", rng.below(12)),
+                };
+                let json = if rng.below(2) == 0 {
+                    "&format=json"
+                } else {
+                    ""
+                };
+                s.feed(c, get_req(&format!("/subscribe?room={room}{since}{json}")));
+            }
+            1 => {
+                let c = s.connect();
+                s.feed(c, publish_req(room, &format!("m{step}")));
+            }
+            2 => s.advance(Duration::from_millis(rng.below(3000))),
+            3 => {
+                let event = if rng.below(2) == 0 {
+                    BrokerEvent::Up
+                } else {
+                    BrokerEvent::Down
+                };
+                s.server.handle_broker(event, s.now);
+            }
+            4 | 5 => {
+                let seq = rng.below(12);
+                s.server.handle_broker(
+                    BrokerEvent::Message {
+                        room: room.into(),
+                        epoch: epoch.into(),
+                        seq,
+                        time_ms: step,
+                        text: Bytes::from(format!("x{step}")),
+                        id: None,
+                    },
+                    s.now,
+                );
+            }
+            _ => {
+                // Answer a real request (or a made-up token), truthfully or not.
+                let request = (!requests.is_empty())
+                    .then(|| requests.swap_remove(rng.below(requests.len() as u64) as usize));
+                let token = request.as_ref().map_or(rng.below(50), BrokerRequest::token);
+                let event = match (&request, rng.below(3)) {
+                    (Some(BrokerRequest::Append { .. }), 0) | (None, 0) => BrokerEvent::Appended {
+                        token,
+                        result: Ok(Stored {
+                            epoch: epoch.into(),
+                            seq: rng.below(12),
+                            time_ms: step,
+                            duplicate: rng.below(4) == 0,
+                        }),
+                    },
+                    (_, 1) => BrokerEvent::Appended {
+                        token,
+                        result: Err(BrokerFailure::Unknown),
+                    },
+                    _ => {
+                        let first = 1 + rng.below(8);
+                        let last = first + rng.below(5);
+                        let messages = (first..=last)
+                            .filter(|_| rng.below(5) != 0)
+                            .map(|seq| Entry {
+                                seq,
+                                time_ms: step,
+                                text: Bytes::from(format!("f{seq}")),
+                                id: None,
+                            })
+                            .collect();
+                        BrokerEvent::Fetched {
+                            token,
+                            room: room.into(),
+                            result: if rng.below(6) == 0 {
+                                Err(BrokerFailure::Unavailable)
+                            } else {
+                                Ok(History {
+                                    epoch: (rng.below(5) != 0).then(|| epoch.into()),
+                                    first_seq: first,
+                                    last_seq: last,
+                                    messages,
+                                })
+                            },
+                        }
+                    }
+                };
+                s.server.handle_broker(event, s.now);
+            }
+        }
+        s.drain();
+        while let Some(r) = s.server.poll_broker() {
+            requests.push(r);
+        }
+        if requests.len() > 200 {
+            requests.drain(..100);
+        }
+    }
+}
