@@ -60,6 +60,10 @@
 //!   signal); a `first_seq` past the cache's end (trimmed while this node was away) does the
 //!   same (they get the gap signal). What is new is cached and fanned out; if the log holds
 //!   more, the core fetches again.
+//! * Event streams (`GET /events`) take the same path: a stream on a room this node has not
+//!   loaded waits for the fetch; every message entering the cache is one event on every stream
+//!   of the room; when the cache is emptied (new epoch, trimmed hole) the streams are ended so
+//!   their clients reconnect with `Last-Event-ID` and get the reset or gap event.
 //! * `Down`: `/healthz` answers `503`, `/metrics` shows `parlor_broker_up 0`; held polls stay
 //!   held and the cache keeps answering. `Up`: every loaded room is fetched after its last
 //!   sequence, so what the feed missed meanwhile is delivered.

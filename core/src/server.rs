@@ -446,7 +446,14 @@ impl Server {
                 },
                 action => action,
             },
-            Route::Events => events::handle(&ctx, &mut self.rooms, &request),
+            Route::Events => match events::handle(&ctx, &mut self.rooms, &request) {
+                Action::Load { room, load } => Action::Park {
+                    room,
+                    load,
+                    request: Box::new(request),
+                },
+                action => action,
+            },
             Route::Publish => {
                 let from = publish::Sender {
                     peer: client.addr,

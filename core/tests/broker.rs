@@ -756,3 +756,41 @@ fn any_broker_input_keeps_the_core_whole() {
         }
     }
 }
+
+#[test]
+fn event_streams_on_another_node_get_every_message_once() {
+    let mut c = Cluster::new(2, false);
+    let first = c.publish(0, "r", "one");
+    let cursor = first.header("Parlor-Cursor").unwrap().to_string();
+    let epoch = cursor.split('-').next().unwrap().to_string();
+    // Node 1 has not loaded room r: the stream waits for the load, then starts after the cursor.
+    let stream = c.nodes[1].connect();
+    c.send(
+        1,
+        stream,
+        &get_req(&format!("/events?room=r&since={cursor}")),
+    );
+    c.publish(0, "r", "two");
+    // Node 1's feed goes away; three messages are published meanwhile; on Up it catches up and
+    // the stream gets each of them, in order, once.
+    c.broker.cut(1, true);
+    c.settle();
+    for text in ["three", "four", "five"] {
+        c.publish(0, "r", text);
+    }
+    c.broker.cut(1, false);
+    c.settle();
+    let got = String::from_utf8(c.nodes[1].received(stream)).unwrap();
+    let ids: Vec<&str> = got.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    // The `ready` event names the cursor the stream starts from; then one event per message.
+    let want: Vec<String> = (1..=5).map(|s| format!("{epoch}-{s}")).collect();
+    assert_eq!(ids, want, "{got}");
+    assert!(
+        got.contains(&format!("id: {epoch}-1\nevent: ready\n")),
+        "{got}"
+    );
+    for text in ["two", "three", "four", "five"] {
+        assert_eq!(got.matches(&format!("data: {text}\n")).count(), 1, "{got}");
+    }
+    assert!(!got.contains("data: one\n"), "{got}");
+}

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use crate::cursor::Since;
 use crate::form;
 use crate::http::{Request, Version};
+use crate::log::Load;
 use crate::response::Persist;
 use crate::room::Rooms;
 use crate::routes::{check_origin, create_room, room_name, Action, Ctx};
@@ -54,6 +55,16 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
     };
     let room = rooms.get(room_i);
     let since = since.as_deref().and_then(|s| Since::parse(s, &room.epoch));
+    // With a shared log, a room this node has not loaded (or a cursor it has not heard of yet)
+    // waits for the room's fetch. A cursor older than the cache is answered from the cache with
+    // its gap: a stream replays what it starts with and then follows the room, so it cannot be
+    // fed from a fetched run that may end before the cache begins.
+    if ctx.log.needs_load(room, since) == Some(Load::Room) {
+        return Action::Load {
+            room: room_i,
+            load: Load::Room,
+        };
+    }
     let (after, gap) = match since {
         None => (room.last_seq, 0),
         Some(Since::All) => (0, 0),

@@ -410,23 +410,25 @@ impl Server {
             }
         }
         let last = room.last_seq;
-        if last >= from {
-            self.fan_out(i, from, now);
+        // Polls take everything new from the first call; event streams get one event per call.
+        for seq in from..=last {
+            self.fan_out(i, seq, now);
         }
         last < h.last_seq
     }
 
-    /// Answers every poll held in room `i` as if it had timed out (`204`, its cursor unchanged).
+    /// Answers every poll held in room `i` as if it had timed out (`204`, its cursor unchanged),
+    /// and ends its event streams: both come back with their cursor and get the reset or gap
+    /// signal, rather than events of a numbering they cannot place.
     fn release_waiters(&mut self, i: usize, now: Instant) {
-        let conns: Vec<ConnId> = self
-            .rooms
-            .get(i)
-            .waiters
-            .iter()
-            .map(|(_, w)| w.conn)
-            .collect();
-        for conn in conns {
+        let room = self.rooms.get(i);
+        let polls: Vec<ConnId> = room.waiters.iter().map(|(_, w)| w.conn).collect();
+        let streams: Vec<ConnId> = room.streams.iter().map(|(_, s)| s.conn).collect();
+        for conn in polls {
             self.answer_timeout(conn, now);
+        }
+        for conn in streams {
+            self.conns.end_stream(conn, &mut self.rooms, now);
         }
     }
 
