@@ -269,3 +269,36 @@ fn one_publish_id_sent_to_two_nodes_is_one_message() {
     let (texts, _) = poll(&b, "d", "0").unwrap();
     assert_eq!(texts, ["hello"]);
 }
+
+#[test]
+fn an_event_stream_on_one_node_gets_what_another_node_publishes() {
+    use std::io::{Read, Write};
+    let redis = RedisServer::start();
+    let a = node(Kind::Mio, &redis, "t7:");
+    let b = node(Kind::Smol, &redis, "t7:");
+    let first = a.publish("ev", "one");
+    let mut stream = std::net::TcpStream::connect(b.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let head = format!(
+        "GET /events?room=ev&since={first} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        b.host()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut got = String::new();
+    let read_until = |got: &mut String, stream: &mut std::net::TcpStream, want: &str| {
+        eventually(Duration::from_secs(10), want, || {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = stream.read(&mut buf) {
+                got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            got.contains(want).then_some(())
+        });
+    };
+    read_until(&mut got, &mut stream, "event: ready");
+    let second = a.publish("ev", "two");
+    read_until(&mut got, &mut stream, "data: two\n");
+    assert!(got.contains(&format!("id: {second}\ndata: two\n")), "{got}");
+    assert!(!got.contains("data: one\n"), "{got}");
+}
