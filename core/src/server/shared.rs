@@ -541,8 +541,14 @@ impl Server {
                 id: m.id,
             })
             .collect();
-        let cache = std::mem::replace(&mut self.rooms.get_mut(i).history, run);
+        // The cached `since=0` answer belongs to the cache: kept aside, as the cache is.
+        let room = self.rooms.get_mut(i);
+        let cache = std::mem::replace(&mut room.history, run);
+        let shared = room.shared.take();
         self.replay(conn, wait, done, Some(request), reply, now);
-        self.rooms.get_mut(i).history = cache;
+        // Rooms are freed only at the end of the input: `i` is still this room.
+        let room = self.rooms.get_mut(i);
+        room.history = cache;
+        room.shared = shared;
     }
 }
