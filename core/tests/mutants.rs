@@ -163,3 +163,31 @@ fn a_rate_table_full_of_drained_buckets_starts_over() {
     assert_eq!(publish_from(&mut s, a), 200, "the table was not cleared");
     assert_eq!(publish_from(&mut s, a), 429);
 }
+
+// --- page.rs -------------------------------------------------------------------------------
+
+#[test]
+fn the_page_says_close_or_keep_alive_as_asked() {
+    let mut s = Sim::default();
+    for method in ["GET", "HEAD"] {
+        let cases = [
+            ("HTTP/1.1\r\nHost: h", None),
+            ("HTTP/1.1\r\nHost: h\r\nConnection: close", Some("close")),
+            ("HTTP/1.0\r\nConnection: keep-alive", Some("keep-alive")),
+        ];
+        for (rest, expected) in cases {
+            let c = s.connect();
+            s.feed(c, format!("{method} /chat.css {rest}\r\n\r\n"));
+            let raw = s.received(c);
+            let text = String::from_utf8_lossy(&raw);
+            assert!(
+                text.starts_with("HTTP/1.1 200 OK\r\n"),
+                "{method} {rest}: {text}"
+            );
+            let head = text.split("\r\n\r\n").next().unwrap();
+            let connection = head.lines().find_map(|l| l.strip_prefix("Connection: "));
+            assert_eq!(connection, expected, "{method} {rest}");
+            assert_eq!(s.is_closed(c), expected == Some("close"), "{method} {rest}");
+        }
+    }
+}
