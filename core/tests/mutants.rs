@@ -191,3 +191,17 @@ fn the_page_says_close_or_keep_alive_as_asked() {
         }
     }
 }
+
+#[test]
+fn a_bucket_refills_at_its_rate() {
+    // Four publishes a second: an empty bucket holds one token again after 250 ms, not before.
+    let mut s = rate_sim(4);
+    let a = addr(1);
+    assert_eq!(publish_from(&mut s, a), 200);
+    assert_eq!(publish_from(&mut s, a), 429);
+    s.advance(Duration::from_millis(200));
+    assert_eq!(publish_from(&mut s, a), 429);
+    s.advance(Duration::from_millis(50));
+    assert_eq!(publish_from(&mut s, a), 200);
+    assert_eq!(publish_from(&mut s, a), 429);
+}
