@@ -201,7 +201,36 @@ fn a_bucket_refills_at_its_rate() {
     assert_eq!(publish_from(&mut s, a), 429);
     s.advance(Duration::from_millis(200));
     assert_eq!(publish_from(&mut s, a), 429);
+    // Whatever the rate, the wait is under a second: `Retry-After` says 1.
+    let c = s.connect_from(a);
+    s.feed(c, sim::publish_req("r", "hi"));
+    let r = s.response(c);
+    assert_eq!((r.status, r.header("Retry-After")), (429, Some("1")));
     s.advance(Duration::from_millis(50));
     assert_eq!(publish_from(&mut s, a), 200);
     assert_eq!(publish_from(&mut s, a), 429);
+}
+
+// --- timers.rs -----------------------------------------------------------------------------
+
+#[test]
+fn a_request_begun_on_an_idle_connection_gets_the_head_timeout() {
+    let mut s = Sim::new(Config {
+        head_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(10),
+        ..Config::default()
+    });
+    let c = s.connect();
+    s.advance(Duration::from_secs(1));
+    s.feed(c, sim::get_req("/healthz"));
+    assert_eq!(s.response(c).status, 200);
+    // Idle now, until 11 s; a request begun at 5 s must be whole by 7 s.
+    s.advance(Duration::from_secs(4));
+    s.feed(c, "GET /healthz HTTP/1.1\r\n");
+    s.advance(Duration::from_millis(1999));
+    assert!(s.received(c).is_empty() && !s.is_closed(c));
+    s.advance(Duration::from_millis(1));
+    let r = s.response(c);
+    assert_eq!(r.status, 408);
+    assert!(s.is_closed(c));
 }
