@@ -671,7 +671,7 @@ fn expect(sent: &Sent, a: &Answer<'_>, at: &Context<'_>) -> Result<(), String> {
             if matches!(status, 200 | 204) && (if reset { !may } else { must }) {
                 return Err(format!("reset {reset}, expected {must} (or either: {may})"));
             }
-            if sent.template != 3 && since == 4 && status != 400 && !reset {
+            if sent.template != 3 && since == 4 && matches!(status, 200 | 204) && !reset {
                 return Err("a cursor ahead of the room, not refused nor reset".into());
             }
             let got = a.header("parlor-cursor");
