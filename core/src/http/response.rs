@@ -39,11 +39,6 @@ impl Persist {
         }
     }
 
-    /// Whether the connection stays open after the response.
-    pub fn keeps_alive(self) -> bool {
-        self != Persist::Close
-    }
-
     fn header(self) -> &'static [u8] {
         match self {
             Persist::KeepAlive => b"",
@@ -53,10 +48,10 @@ impl Persist {
     }
 }
 
-/// The reason phrase of the statuses Parlor sends.
+/// The reason phrase of the statuses Parlor sends in a [`Response`] (`100 Continue` is the
+/// constant [`CONTINUE`]).
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
-        100 => "Continue",
         200 => "OK",
         204 => "No Content",
         400 => "Bad Request",
@@ -71,7 +66,6 @@ pub fn reason_phrase(status: u16) -> &'static str {
         421 => "Misdirected Request",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",

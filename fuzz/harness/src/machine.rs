@@ -22,13 +22,22 @@
 //! adapter: it reads nothing from a paused connection and reports no more flushed bytes than
 //! were sent. At the end it shuts the server down and lets time run until every connection is
 //! gone, which also checks that every connection has a deadline.
+//!
+//! Every answer is checked for its framing; on a connection that got only whole template
+//! requests (op 2), each answer is also checked against its request, in order: its status for
+//! the configuration, the request's flags and whether shutdown began, and the headers that go
+//! with it (cursor, reset signal, CORS, `Allow`, `Connection: close`, no body for `HEAD`).
+//! [`expect`] holds what each template must get. Raw bytes (op 1), or a template cut short by a
+//! read pause, leave the connection to the framing checks only.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use parlor_core::{Config, ConnId, Error, Limits, Output, Server};
 
+/// How many request templates [`request`] has.
+const TEMPLATES: u8 = 15;
 /// Most connections the harness keeps open at once.
 const MAX_OPEN: usize = 8;
 /// Wall-clock start handed to the server (dates messages and names the epoch).
@@ -128,6 +137,26 @@ struct Model {
     paused: bool,
     /// The connection carries an event stream: `Some(chunked)`. Every later send is events.
     stream: Option<bool>,
+    /// The template requests sent whole and not yet answered, oldest first.
+    sent: VecDeque<Sent>,
+    /// Raw bytes (op 1) or part of a template went out: answers no longer match templates.
+    unchecked: bool,
+    /// The request at the front of `sent` got its `100 Continue`.
+    continued: bool,
+    /// An answer was sent (the only answer without a request is the refusal at accept).
+    answered: bool,
+}
+
+/// A template request sent whole on a connection, and what its answer depends on.
+#[derive(Clone, Debug)]
+struct Sent {
+    /// The template's number (`template % TEMPLATES`).
+    template: u8,
+    /// The request's flags byte (see [`request`]).
+    flags: u8,
+    /// The newest cursor seen when the request was made (`since=` of flags 6 and 7, the
+    /// `Last-Event-ID` of template 3).
+    cursor: Option<String>,
 }
 
 struct Harness {
@@ -141,6 +170,10 @@ struct Harness {
     gone: Vec<ConnId>,
     /// The last cursors seen in `Parlor-Cursor` headers.
     cursors: Vec<String>,
+    /// `handle_shutdown` was called: any request may be answered `503`.
+    shutdown: bool,
+    /// The small configuration (`config_for` with the low bit set).
+    small: bool,
 }
 
 impl Harness {
@@ -154,6 +187,8 @@ impl Harness {
             closed: 0,
             gone: Vec::new(),
             cursors: Vec::new(),
+            shutdown: false,
+            small: false,
         }
     }
 
@@ -190,9 +225,20 @@ impl Harness {
                     let cursor = match m.stream {
                         Some(chunked) => check_events(&data, chunked),
                         None => {
-                            let (cursor, stream) = check_response(&data);
-                            m.stream = stream;
-                            cursor
+                            let answer = check_response(&data);
+                            m.stream = answer.stream;
+                            let at = Context {
+                                small: self.small,
+                                shutdown: self.shutdown,
+                                epoch: self.server.epoch(),
+                            };
+                            if let Err(e) = check_answer(m, &answer, &at) {
+                                panic!("{conn:?}: {e}: {:?}", String::from_utf8_lossy(&data));
+                            }
+                            match answer.stream {
+                                Some(_) => answer.events_cursor,
+                                None => answer.header("parlor-cursor").map(str::to_owned),
+                            }
                         }
                     };
                     if let Some(cursor) = cursor {
@@ -277,14 +323,33 @@ impl Harness {
         self.drain();
     }
 
-    /// Bytes arriving on `id`, unless it is paused (an adapter does not read then).
-    fn data(&mut self, id: ConnId, pieces: &[&[u8]]) {
-        for piece in pieces {
+    /// Bytes arriving on `id`, unless it is paused (an adapter does not read then). Returns
+    /// how many of the pieces went in.
+    fn data(&mut self, id: ConnId, pieces: &[&[u8]]) -> usize {
+        for (i, piece) in pieces.iter().enumerate() {
             if self.open[&id].paused {
-                return;
+                return i;
             }
             assert_eq!(self.server.handle_data(id, piece, self.now), Ok(()));
             self.drain();
+        }
+        pieces.len()
+    }
+
+    /// Sends a template request on `id` in `pieces`, expecting its answer unless the
+    /// connection is paused before the first piece (nothing was sent) or after it (the rest
+    /// was not: the connection's answers no longer match its requests).
+    fn send_template(&mut self, id: ConnId, sent: Sent, pieces: &[&[u8]]) {
+        let m = self.open.get_mut(&id).expect("picked");
+        if m.paused {
+            return;
+        }
+        m.sent.push_back(sent);
+        let went = self.data(id, pieces);
+        if pieces[went..].iter().any(|p| !p.is_empty()) {
+            if let Some(m) = self.open.get_mut(&id) {
+                m.unchecked = true;
+            }
         }
     }
 
@@ -360,6 +425,7 @@ impl Harness {
     /// Shuts down and lets time run: every connection must be gone after a bounded number of
     /// deadlines, so none can be left without one.
     fn wind_down(&mut self) {
+        self.shutdown = true;
         self.server.handle_shutdown(self.now);
         self.drain();
         for _ in 0..4 * MAX_OPEN + 8 {
@@ -422,31 +488,73 @@ fn check_events(data: &[u8], chunked: bool) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// One response as the harness parsed it.
+struct Answer<'a> {
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// What followed the head (empty in an answer to `HEAD`).
+    body: &'a [u8],
+    /// `Content-Length`, if sent.
+    length: Option<usize>,
+    /// It opens an event stream: `Some(chunked)`.
+    stream: Option<bool>,
+    /// The last event `id` in the stream's first bytes, if it opens one.
+    events_cursor: Option<String>,
+}
+
+impl Answer<'_> {
+    /// The value of header `name` (case-insensitive), if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Checks that `data` is one well-framed response (or the head of one, answering `HEAD`), and
-/// returns its `Parlor-Cursor`, if any, and whether it opens an event stream (`Some(chunked)`).
-fn check_response(data: &[u8]) -> (Option<String>, Option<bool>) {
+/// returns it parsed.
+fn check_response(data: &[u8]) -> Answer<'_> {
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut parsed = httparse::Response::new(&mut headers);
     let Ok(httparse::Status::Complete(head_len)) = parsed.parse(data) else {
         panic!("not a response: {:?}", String::from_utf8_lossy(data));
     };
     let status = parsed.code.unwrap_or(0);
-    let rest = data.len() - head_len;
-    let header = |name: &str| {
-        parsed
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            let value = std::str::from_utf8(h.value).expect("a header value that is not UTF-8");
+            (h.name.to_owned(), value.to_owned())
+        })
+        .collect();
+    let answer = Answer {
+        status,
+        body: &data[head_len..],
+        length: None,
+        headers,
+        stream: None,
+        events_cursor: None,
     };
-    let length = header("content-length").map(|v| v.parse::<usize>().expect("Content-Length"));
-    if header("content-type").is_some_and(|t| t.starts_with("text/event-stream")) {
+    let length = answer
+        .header("content-length")
+        .map(|v| v.parse::<usize>().expect("Content-Length"));
+    if answer
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/event-stream"))
+    {
         assert_eq!(status, 200);
         assert_eq!(length, None, "Content-Length on an event stream");
-        let chunked = header("transfer-encoding").as_deref() == Some("chunked");
-        let cursor = check_events(&data[head_len..], chunked);
-        return (cursor, Some(chunked));
+        let chunked = answer.header("transfer-encoding") == Some("chunked");
+        let events_cursor = check_events(&data[head_len..], chunked);
+        return Answer {
+            stream: Some(chunked),
+            events_cursor,
+            ..answer
+        };
     }
+    let rest = answer.body.len();
     match status {
         100 | 204 => {
             assert_eq!(rest, 0, "a body on a {status}");
@@ -461,7 +569,181 @@ fn check_response(data: &[u8]) -> (Option<String>, Option<bool>) {
         }
         _ => panic!("status {status}"),
     }
-    (header("parlor-cursor"), None)
+    Answer { length, ..answer }
+}
+
+/// What every template's expectation may depend on besides the request.
+struct Context<'a> {
+    /// The small configuration (`config_for(1)`): tiny caps, two rooms, a rate limit, one
+    /// allow-listed origin.
+    small: bool,
+    /// Shutdown has begun: every request may be answered `503`.
+    shutdown: bool,
+    /// The server's epoch tag.
+    epoch: &'a str,
+}
+
+/// Checks one answer on connection `m` against the request it answers, the oldest template
+/// request not yet answered (unless the connection is unchecked: then only the framing counts).
+fn check_answer(m: &mut Model, answer: &Answer<'_>, at: &Context<'_>) -> Result<(), String> {
+    let first = !m.answered;
+    m.answered = true;
+    if m.unchecked {
+        return Ok(());
+    }
+    if answer.status == 100 {
+        return match m.sent.front() {
+            Some(sent) if interim_allowed(sent) && !m.continued => {
+                m.continued = true;
+                Ok(())
+            }
+            _ => Err("an unexpected 100 Continue".into()),
+        };
+    }
+    m.continued = false;
+    let Some(sent) = m.sent.pop_front() else {
+        // No request: only the refusal at accept (over a cap, or shutting down).
+        return match (first, answer.status) {
+            (true, 503) => Ok(()),
+            (_, status) => Err(format!("{status} without a request")),
+        };
+    };
+    // Flag 0x08 adds `Connection: close` to the templates that have a `{close}`.
+    if sent.flags & 0x08 != 0 && !matches!(sent.template, 3 | 7 | 10) {
+        // The request asked to close: so does every answer to it.
+        if answer.header("connection") != Some("close") {
+            return Err(format!("template {sent:?}: no Connection: close"));
+        }
+    }
+    expect(&sent, answer, at).map_err(|e| format!("template {sent:?}: {e}"))
+}
+
+/// Whether the request may get a `100 Continue` before its answer (it sends
+/// `Expect: 100-continue`; the server sends it when the head came without all of the body).
+fn interim_allowed(sent: &Sent) -> bool {
+    sent.template == 7
+}
+
+/// Checks an answer against what template `sent` must get (see [`request`] for the templates).
+fn expect(sent: &Sent, a: &Answer<'_>, at: &Context<'_>) -> Result<(), String> {
+    let status = a.status;
+    let flags = sent.flags;
+    // Any request may meet a shutdown; a request naming a room may find no room left (the
+    // small configuration has two, and the templates name four).
+    let busy = |room: bool| at.shutdown || (room && at.small);
+    let allowed = |ok: &[u16], room: bool| {
+        if ok.contains(&status) || (status == 503 && busy(room)) {
+            Ok(())
+        } else {
+            Err(format!("status {status}, expected one of {ok:?}"))
+        }
+    };
+    if sent.template != 10 && a.length.is_some_and(|n| a.body.len() != n) {
+        return Err("the body is cut short (only answers to HEAD leave it out)".into());
+    }
+    match sent.template {
+        0..=3 => {
+            let since = flags % 8;
+            let cursor = sent.cursor.as_deref();
+            // The cursor a 204 repeats: the one the poll resumed from (`None`: the room's
+            // newest, which the harness does not track).
+            let (ok, repeated): (&[u16], Option<String>) = match (sent.template, since) {
+                (3, _) => (&[200, 204, 400], Some(cursor.unwrap_or("0").to_owned())),
+                // Ahead of the room, unless the room came back in a new epoch (then a reset).
+                (_, 4) => (&[200, 204, 400], None),
+                // `since=x`: not a cursor, refused before the room is looked up.
+                (_, 6 | 7) if cursor.is_none() => return allowed(&[400], false),
+                // A cursor of another room may be ahead of this one.
+                (_, 6 | 7) => (&[200, 204, 400], sent.cursor.clone()),
+                (_, 2) => (&[200, 204], Some("0".to_owned())),
+                (_, 3 | 5) => (&[200, 204], Some(format!("{}-0", at.epoch))),
+                _ => (&[200, 204], None),
+            };
+            allowed(ok, true)?;
+            // A cursor of another epoch resets: `zz-5` always; a cursor of this run when its
+            // room was freed and came back in a new epoch (room churn) may; none without one.
+            let reset = match a.header("parlor-reset") {
+                None => false,
+                Some("1") => true,
+                Some(v) => return Err(format!("Parlor-Reset: {v}")),
+            };
+            let must = sent.template != 3 && since == 5;
+            let may = must || sent.template == 3 || matches!(since, 3 | 4 | 6 | 7);
+            if matches!(status, 200 | 204) && (if reset { !may } else { must }) {
+                return Err(format!("reset {reset}, expected {must} (or either: {may})"));
+            }
+            if sent.template != 3 && since == 4 && matches!(status, 200 | 204) && !reset {
+                return Err("a cursor ahead of the room, not refused nor reset".into());
+            }
+            let got = a.header("parlor-cursor");
+            // Every cursor of this run starts with its epoch (a room's new epoch extends it).
+            let of_run = |g: &str| g.starts_with(at.epoch) && g.contains('-');
+            match status {
+                200 if a.body.is_empty() || got.is_none() => {
+                    Err("a 200 without a message or a cursor".into())
+                }
+                204 => match (&repeated, got) {
+                    (Some(c), Some(g)) if c == g => Ok(()),
+                    // After a reset the poll waits after 0 in the room's own epoch.
+                    (_, Some(g)) if reset && of_run(g) && g.ends_with("-0") => Ok(()),
+                    (None, Some(g)) if !reset && of_run(g) => Ok(()),
+                    _ => Err(format!("a 204 with cursor {got:?}, expected {repeated:?}")),
+                },
+                _ => Ok(()),
+            }
+        }
+        4..=7 => {
+            let origin = (flags >> 4) % 4;
+            let allow_listed = at.small && origin == 2;
+            if a.header("access-control-allow-origin")
+                != allow_listed.then_some("http://ok.example")
+                || (allow_listed && a.header("vary") != Some("Origin"))
+            {
+                return Err("wrong CORS headers".into());
+            }
+            if origin == 3 || (origin == 2 && !at.small) {
+                // Refused before the room is looked up.
+                return allowed(&[403], false);
+            }
+            let long_text = sent.template != 7 && usize::from(flags >> 6) % 3 == 2;
+            if at.small && long_text {
+                return allowed(&[413], true);
+            }
+            if at.small {
+                allowed(&[200, 429], true)?;
+            } else {
+                allowed(&[200], true)?;
+            }
+            if status == 200 && (a.body.is_empty() || a.header("parlor-cursor").is_none()) {
+                return Err("a published message's answer without its cursor".into());
+            }
+            Ok(())
+        }
+        8 | 9 | 12 => allowed(&[200], false),
+        10 => {
+            allowed(&[200], false)?;
+            if !a.body.is_empty() || a.length.is_none() {
+                return Err("an answer to HEAD with a body or without Content-Length".into());
+            }
+            if a.header("connection") != Some("close") {
+                return Err("an HTTP/1.0 request without keep-alive, not closed".into());
+            }
+            Ok(())
+        }
+        11 => {
+            allowed(&[405], false)?;
+            if status == 405 && a.header("allow") != Some("POST") {
+                return Err(format!("Allow: {:?}", a.header("allow")));
+            }
+            Ok(())
+        }
+        // An event stream opens (`200`, its events then checked for framing only) or is refused:
+        // a bad or stale cursor, a refused origin (13 sends one).
+        13 | 14 => allowed(&[200, 400, 403], true),
+        t => Err(format!(
+            "template {t} has no expectation: add its arm to `expect`"
+        )),
+    }
 }
 
 /// The well-formed request `template` for `room`, with a cursor from those seen.
@@ -512,7 +794,7 @@ fn request(template: u8, room: u8, flags: u8, cursors: &[String], epoch: &str) -
         "a much longer message, over the tiny cap",
     ][usize::from(flags >> 6) % 3];
     let id = flags >> 6;
-    let r = match template % 15 {
+    let r = match template % TEMPLATES {
         0 => format!("GET /subscribe?{room}{since} HTTP/1.1\r\nHost: h\r\n{close}\r\n"),
         1 => format!(
             "GET /subscribe?{room}{since} HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\n{close}\r\n"
@@ -551,8 +833,10 @@ fn request(template: u8, room: u8, flags: u8, cursors: &[String], epoch: &str) -
 /// the caller, a fuzz target or a test, supplies it).
 pub fn machine(data: &[u8], origin: Instant) {
     let mut input = Input { data };
-    let config = config_for(input.byte());
+    let selector = input.byte();
+    let config = config_for(selector);
     let mut h = Harness::new(config, origin);
+    h.small = selector & 1 == 1;
     h.drain();
     // Each operation reads at least its own byte: the loop ends with the input.
     while !input.data.is_empty() {
@@ -563,6 +847,9 @@ pub fn machine(data: &[u8], origin: Instant) {
                 let (conn, len) = (input.byte(), input.byte());
                 let bytes = input.take(usize::from(len % 128));
                 if let Some(id) = h.pick(conn) {
+                    if !h.open[&id].paused {
+                        h.open.get_mut(&id).expect("picked").unchecked = true;
+                    }
                     h.data(id, &[bytes]);
                 }
             }
@@ -571,12 +858,17 @@ pub fn machine(data: &[u8], origin: Instant) {
                     (input.byte(), input.byte(), input.byte(), input.byte());
                 if let Some(id) = h.pick(conn) {
                     let r = request(template, room, flags, &h.cursors, h.server.epoch());
+                    let sent = Sent {
+                        template: template % TEMPLATES,
+                        flags,
+                        cursor: h.cursors.last().cloned(),
+                    };
                     if template & 0x80 != 0 {
                         // In two reads, cut inside the head or the body.
                         let cut = usize::from(room) % (r.len() + 1);
-                        h.data(id, &[&r[..cut], &r[cut..]]);
+                        h.send_template(id, sent, &[&r[..cut], &r[cut..]]);
                     } else {
-                        h.data(id, &[&r]);
+                        h.send_template(id, sent, &[&r]);
                     }
                 }
             }
@@ -607,6 +899,7 @@ pub fn machine(data: &[u8], origin: Instant) {
             }
             6 => h.advance(input.byte()),
             7 => {
+                h.shutdown = true;
                 h.server.handle_shutdown(h.now);
                 h.drain();
             }

@@ -1,0 +1,235 @@
+//! Tests added for mutants that cargo-mutants found uncaught (see docs/TESTING.md, "Mutation
+//! testing"): each pins a behaviour that no other test looked at, with exact values.
+
+mod sim;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use parlor_core::Config;
+use sim::Sim;
+
+/// Addresses the rate limit tracks at most before it forgets full buckets (`MAX_RATE_ENTRIES`
+/// in core's `rate.rs`).
+const RATE_ENTRIES: u32 = 65_536;
+
+/// The value of metric `name` (a line `name value`) in the `/metrics` text.
+fn metric(s: &mut Sim, name: &str) -> u64 {
+    let r = s.get("/metrics");
+    let text = r.text().to_owned();
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+// --- batch.rs ------------------------------------------------------------------------------
+
+#[test]
+fn an_answer_at_once_says_close_or_keep_alive_as_asked() {
+    let mut s = Sim::default();
+    assert_eq!(s.publish("r", "hi").status, 200);
+    for format in ["", "&format=json"] {
+        let (c, r) = s.request(&format!(
+            "GET /subscribe?room=r&since=0{format} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(
+            (r.status, r.header("Connection")),
+            (200, Some("close")),
+            "{format}"
+        );
+        assert!(
+            s.is_closed(c),
+            "{format}: still open after Connection: close"
+        );
+        let (c, r) = s.request(&format!(
+            "GET /subscribe?room=r&since=0{format} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        assert_eq!(
+            (r.status, r.header("Connection")),
+            (200, Some("keep-alive")),
+            "{format}"
+        );
+        assert!(!s.is_closed(c), "{format}");
+    }
+}
+
+#[test]
+fn a_json_batch_counts_each_message_delivered() {
+    let mut s = Sim::new(Config {
+        batch_messages: 10,
+        ..Config::default()
+    });
+    for text in ["a", "b", "c"] {
+        assert_eq!(s.publish("r", text).status, 200);
+    }
+    let r = s.get("/subscribe?room=r&since=0&format=json");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(metric(&mut s, "parlor_messages_delivered_total"), 3);
+    let r2 = s.get("/subscribe?room=r&since=0");
+    assert_eq!((r2.status, r2.text()), (200, "a"));
+    assert_eq!(metric(&mut s, "parlor_messages_delivered_total"), 4);
+}
+
+#[test]
+fn a_poll_timeout_says_close_or_keep_alive_as_asked() {
+    let mut s = Sim::default();
+    let timeout = s.server.config().poll_timeout;
+    let close = s.connect();
+    s.feed(
+        close,
+        "GET /subscribe?room=r HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    let keep = s.connect();
+    s.feed(
+        keep,
+        "GET /subscribe?room=r HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    s.advance(timeout);
+    let r = s.response(close);
+    assert_eq!((r.status, r.header("Connection")), (204, Some("close")));
+    assert!(s.is_closed(close));
+    let r = s.response(keep);
+    assert_eq!(
+        (r.status, r.header("Connection")),
+        (204, Some("keep-alive"))
+    );
+    assert!(!s.is_closed(keep));
+}
+
+// --- rate.rs -------------------------------------------------------------------------------
+
+/// The `n`th of many distinct client addresses.
+fn addr(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+}
+
+/// One publish from `ip` on a connection of its own; its status.
+fn publish_from(s: &mut Sim, ip: IpAddr) -> u16 {
+    let c = s.connect_from(ip);
+    s.feed(
+        c,
+        "POST /publish?room=r HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n\
+         Connection: close\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    s.response(c).status
+}
+
+fn rate_sim(rate: u32) -> Sim {
+    Sim::new(Config {
+        publish_rate: rate,
+        publish_burst: 1,
+        ..Config::default()
+    })
+}
+
+#[test]
+fn a_full_rate_table_forgets_only_refilled_buckets() {
+    // Two publishes a second, bursts of one: an empty bucket is full again after 0.5 s.
+    let mut s = rate_sim(2);
+    let a = addr(0);
+    for n in 0..RATE_ENTRIES {
+        assert_eq!(publish_from(&mut s, addr(n)), 200, "address {n}");
+    }
+    // 0.6 s later every bucket has refilled; `a` empties its own again.
+    s.advance(Duration::from_millis(600));
+    assert_eq!(publish_from(&mut s, a), 200);
+    assert_eq!(publish_from(&mut s, a), 429);
+    // A new address finds the table full: the refilled buckets are forgotten, `a`'s is kept
+    // (so it is not cleared either).
+    assert_eq!(publish_from(&mut s, addr(RATE_ENTRIES)), 200);
+    assert_eq!(
+        publish_from(&mut s, a),
+        429,
+        "a drained bucket was forgotten"
+    );
+    assert_eq!(publish_from(&mut s, addr(RATE_ENTRIES)), 429);
+}
+
+#[test]
+fn a_rate_table_full_of_drained_buckets_starts_over() {
+    let mut s = rate_sim(1);
+    let a = addr(0);
+    for n in 0..RATE_ENTRIES {
+        assert_eq!(publish_from(&mut s, addr(n)), 200, "address {n}");
+    }
+    assert_eq!(publish_from(&mut s, a), 429);
+    // Nothing refilled: forgetting the full buckets frees nothing, so the table is cleared
+    // for the new address, and `a` starts afresh too.
+    let new = addr(RATE_ENTRIES);
+    assert_eq!(publish_from(&mut s, new), 200);
+    assert_eq!(publish_from(&mut s, new), 429);
+    assert_eq!(publish_from(&mut s, a), 200, "the table was not cleared");
+    assert_eq!(publish_from(&mut s, a), 429);
+}
+
+// --- page.rs -------------------------------------------------------------------------------
+
+#[test]
+fn the_page_says_close_or_keep_alive_as_asked() {
+    let mut s = Sim::default();
+    for method in ["GET", "HEAD"] {
+        let cases = [
+            ("HTTP/1.1\r\nHost: h", None),
+            ("HTTP/1.1\r\nHost: h\r\nConnection: close", Some("close")),
+            ("HTTP/1.0\r\nConnection: keep-alive", Some("keep-alive")),
+        ];
+        for (rest, expected) in cases {
+            let c = s.connect();
+            s.feed(c, format!("{method} /chat.css {rest}\r\n\r\n"));
+            let raw = s.received(c);
+            let text = String::from_utf8_lossy(&raw);
+            assert!(
+                text.starts_with("HTTP/1.1 200 OK\r\n"),
+                "{method} {rest}: {text}"
+            );
+            let head = text.split("\r\n\r\n").next().unwrap();
+            let connection = head.lines().find_map(|l| l.strip_prefix("Connection: "));
+            assert_eq!(connection, expected, "{method} {rest}");
+            assert_eq!(s.is_closed(c), expected == Some("close"), "{method} {rest}");
+        }
+    }
+}
+
+#[test]
+fn a_bucket_refills_at_its_rate() {
+    // Four publishes a second: an empty bucket holds one token again after 250 ms, not before.
+    let mut s = rate_sim(4);
+    let a = addr(1);
+    assert_eq!(publish_from(&mut s, a), 200);
+    // An empty bucket at four a second is refilled within a second: `Retry-After` says 1.
+    let c = s.connect_from(a);
+    s.feed(c, sim::publish_req("r", "hi"));
+    let r = s.response(c);
+    assert_eq!((r.status, r.header("Retry-After")), (429, Some("1")));
+    s.advance(Duration::from_millis(200));
+    assert_eq!(publish_from(&mut s, a), 429);
+    s.advance(Duration::from_millis(50));
+    assert_eq!(publish_from(&mut s, a), 200);
+    assert_eq!(publish_from(&mut s, a), 429);
+}
+
+// --- timers.rs -----------------------------------------------------------------------------
+
+#[test]
+fn a_request_begun_on_an_idle_connection_gets_the_head_timeout() {
+    let mut s = Sim::new(Config {
+        head_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(10),
+        ..Config::default()
+    });
+    let c = s.connect();
+    s.advance(Duration::from_secs(1));
+    s.feed(c, sim::get_req("/healthz"));
+    assert_eq!(s.response(c).status, 200);
+    // Idle now, until 11 s; a request begun at 5 s must be whole by 7 s.
+    s.advance(Duration::from_secs(4));
+    s.feed(c, "GET /healthz HTTP/1.1\r\n");
+    s.advance(Duration::from_millis(1999));
+    assert!(s.received(c).is_empty() && !s.is_closed(c));
+    s.advance(Duration::from_millis(1));
+    let r = s.response(c);
+    assert_eq!(r.status, 408);
+    assert!(s.is_closed(c));
+}
