@@ -496,7 +496,11 @@ try {
   await send(a, 'alice', hello);
   await Promise.all([shown(a, 'page A', hello, SHOWN_MS), shown(b, 'page B', hello, SHOWN_MS)]);
   log(`message shown in both pages after ${Date.now() - t} ms`);
-  if ((await a.inputValue('#text')) !== '') throw new Error('the message box is not cleared after a send');
+  // The box is cleared when the publish is answered, which may come after the message itself
+  // arrived over the stream: wait for it, a bounded time.
+  await a
+    .waitForFunction(() => document.querySelector('#text').value === '', null, { timeout: SHOWN_MS, polling: 20 })
+    .catch(() => { throw new Error('the message box is not cleared after a send'); });
   await a.hover('li.message time');
   const when = await a.getAttribute('li.message time', 'title');
   if (!when) throw new Error("hovering a message's time shows no full date");
