@@ -325,3 +325,27 @@ impl Net {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_sends_subscribers_round_robin_and_a_lone_publisher_to_the_first_node() {
+        let a: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+        let c: SocketAddr = "127.0.0.1:1003".parse().unwrap();
+        let mut net = Net::new(a, 0).unwrap();
+        assert_eq!(net.target_of(7), a);
+        net.spread(&[a, b, c], 10);
+        let subs: Vec<_> = (0..4).map(|t| net.target_of(t)).collect();
+        assert_eq!(subs, [a, b, c, a]);
+        // Tags from 10 up: the publishers, round-robin from the first node.
+        let pubs: Vec<_> = (10..14).map(|t| net.target_of(t)).collect();
+        assert_eq!(pubs, [a, b, c, a]);
+        // An empty list keeps the single target.
+        let mut one = Net::new(b, 0).unwrap();
+        one.spread(&[], 5);
+        assert_eq!(one.target_of(3), b);
+    }
+}
