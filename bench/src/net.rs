@@ -46,6 +46,9 @@ pub struct Net {
     free: Vec<usize>,
     freed_this_turn: Vec<usize>,
     target: SocketAddr,
+    /// More targets (several nodes): see [`spread`](Self::spread).
+    targets: Vec<SocketAddr>,
+    spread_below: usize,
     sources: Vec<IpAddr>,
     next_source: usize,
     readbuf: Box<[u8]>,
@@ -69,11 +72,38 @@ impl Net {
             free: Vec::new(),
             freed_this_turn: Vec::new(),
             target,
+            targets: vec![target],
+            spread_below: 0,
             sources,
             next_source: 0,
             readbuf: vec![0u8; 256 * 1024].into_boxed_slice(),
             open: 0,
         })
+    }
+
+    /// Aims the pool at several targets (nodes of one service): tag `t` below `below` goes to
+    /// `targets[t % k]`, a tag from `below` up to `targets[(t - below) % k]` (so the first
+    /// tag at or above `below`, a lone publisher, goes to the first target). An empty list
+    /// keeps the target given to [`new`](Self::new).
+    pub fn spread(&mut self, targets: &[SocketAddr], below: usize) {
+        if !targets.is_empty() {
+            self.target = targets[0];
+            self.targets = targets.to_vec();
+        }
+        self.spread_below = below;
+    }
+
+    fn target_of(&self, tag: usize) -> SocketAddr {
+        let k = self.targets.len();
+        if k <= 1 {
+            return self.target;
+        }
+        let i = if tag < self.spread_below {
+            tag
+        } else {
+            tag - self.spread_below
+        };
+        self.targets[i % k]
     }
 
     /// Open connections (connecting or established).
@@ -93,7 +123,8 @@ impl Net {
 
     /// Starts a non-blocking connect; `Connected(tag)` or `Closed(tag, ..)` follows.
     pub fn connect(&mut self, tag: usize) -> io::Result<usize> {
-        let domain = if self.target.is_ipv4() {
+        let target = self.target_of(tag);
+        let domain = if target.is_ipv4() {
             Domain::IPV4
         } else {
             Domain::IPV6
@@ -106,7 +137,7 @@ impl Net {
             self.next_source += 1;
             socket.bind(&SocketAddr::new(src, 0).into())?;
         }
-        match socket.connect(&self.target.into()) {
+        match socket.connect(&target.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -292,5 +323,29 @@ impl Net {
                 self.read(id, evs);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_sends_subscribers_round_robin_and_a_lone_publisher_to_the_first_node() {
+        let a: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+        let c: SocketAddr = "127.0.0.1:1003".parse().unwrap();
+        let mut net = Net::new(a, 0).unwrap();
+        assert_eq!(net.target_of(7), a);
+        net.spread(&[a, b, c], 10);
+        let subs: Vec<_> = (0..4).map(|t| net.target_of(t)).collect();
+        assert_eq!(subs, [a, b, c, a]);
+        // Tags from 10 up: the publishers, round-robin from the first node.
+        let pubs: Vec<_> = (10..14).map(|t| net.target_of(t)).collect();
+        assert_eq!(pubs, [a, b, c, a]);
+        // An empty list keeps the single target.
+        let mut one = Net::new(b, 0).unwrap();
+        one.spread(&[], 5);
+        assert_eq!(one.target_of(3), b);
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parlor_bench::net::{Ev, Net};
@@ -30,8 +31,12 @@ modes:
   http     C keep-alive connections doing GET / or POST /publish for T seconds
 
 options:
-  --url URL            server base URL, loopback only (required)
-  --pid PID            server process id, for RSS and CPU time from /proc
+  --url URL            server base URL, loopback only (required); repeat it (or --urls A,B,C)
+                       to spread the connections round-robin over several nodes: publishes
+                       of fanout/sse-fanout go to the first, stream/sse publishers round-robin
+  --pid PID            server process id, for RSS and CPU time from /proc; repeat it for
+                       several nodes (RSS and CPU are then their sums)
+  --redis-pid PID      a Redis server's process id: its CPU seconds are reported too
   --label NAME         server name written with the results (default: the URL)
   --json FILE          append one JSON line per result to FILE
   -n, --n N            held polls / subscribers (idle 1000, fanout 1000, stream and sse 100;
@@ -56,7 +61,10 @@ struct Opts {
     mode: String,
     url: String,
     target: SocketAddr,
-    pid: Option<u32>,
+    /// Every node, `target` first (one when a single --url is given).
+    targets: Vec<SocketAddr>,
+    pids: Vec<u32>,
+    redis_pid: Option<u32>,
     label: String,
     json: Option<String>,
     n: Option<usize>,
@@ -76,12 +84,14 @@ struct Opts {
 fn parse_args() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1).peekable();
     let mut mode = None;
-    let mut url = None;
+    let mut urls: Vec<String> = Vec::new();
     let mut o = Opts {
         mode: String::new(),
         url: String::new(),
         target: "127.0.0.1:0".parse().map_err(|_| "addr")?,
-        pid: None,
+        targets: Vec::new(),
+        pids: Vec::new(),
+        redis_pid: None,
         label: String::new(),
         json: None,
         n: None,
@@ -111,8 +121,13 @@ fn parse_args() -> Result<Opts, String> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "-h" | "--help" => return Err(String::new()),
-            "--url" => url = args.next(),
-            "--pid" => o.pid = Some(num("--pid", args.next(), u32::MAX)?),
+            "--url" => urls.push(args.next().ok_or("--url needs a value")?),
+            "--urls" => {
+                let v = args.next().ok_or("--urls needs a value")?;
+                urls.extend(v.split(',').filter(|u| !u.is_empty()).map(String::from));
+            }
+            "--pid" => o.pids.push(num("--pid", args.next(), u32::MAX)?),
+            "--redis-pid" => o.redis_pid = Some(num("--redis-pid", args.next(), u32::MAX)?),
             "--label" => o.label = args.next().unwrap_or_default(),
             "--json" => o.json = args.next(),
             "-n" | "--n" => o.n = Some(num("-n", args.next(), 100_000)?),
@@ -144,8 +159,18 @@ fn parse_args() -> Result<Opts, String> {
         }
     }
     o.mode = mode.ok_or("no mode given")?;
-    o.url = url.ok_or("--url is required")?;
-    o.target = parse_loopback_url(&o.url)?;
+    if urls.is_empty() {
+        return Err("--url is required".into());
+    }
+    if urls.len() > 64 {
+        return Err("at most 64 URLs".into());
+    }
+    o.targets = urls
+        .iter()
+        .map(|u| parse_loopback_url(u))
+        .collect::<Result<_, _>>()?;
+    o.target = o.targets[0];
+    o.url = urls.join(",");
     if o.label.is_empty() {
         o.label = o.url.clone();
     }
@@ -191,7 +216,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(lines) => {
-            for (human, line) in lines {
+            for (mut human, mut line) in lines {
+                if o.redis_pid.is_some() {
+                    let redis = f64::from_bits(REDIS_CPU_BITS.load(Ordering::Relaxed));
+                    let _ = write!(human, ", redis cpu {redis:.2} s");
+                    line = line.num("redis_cpu_s", redis);
+                }
+                if o.targets.len() > 1 {
+                    line = line.int("nodes", o.targets.len() as u64);
+                }
                 println!("{human}");
                 if let Some(path) = &o.json {
                     if let Err(e) = parlor_bench::append_line(path, &line.finish()) {
@@ -230,13 +263,42 @@ fn ms(us: u64) -> f64 {
 struct CpuMark {
     server: Option<Duration>,
     client: Option<Duration>,
+    redis: Option<Duration>,
+}
+
+/// Redis's CPU seconds over the last measurement (`--redis-pid`), as f64 bits; NaN when unknown.
+static REDIS_CPU_BITS: AtomicU64 = AtomicU64::new(0x7ff8_0000_0000_0000);
+
+/// Sum of the servers' CPU time (`--pid`, repeated); None when none is given or one is gone.
+fn server_cpu(o: &Opts) -> Option<Duration> {
+    if o.pids.is_empty() {
+        return None;
+    }
+    o.pids.iter().map(|&p| cpu_time(p)).sum()
+}
+
+/// Sum of the servers' RSS in KiB; None when none is given or one is gone.
+fn server_rss(o: &Opts) -> Option<u64> {
+    if o.pids.is_empty() {
+        return None;
+    }
+    o.pids.iter().map(|&p| rss_kib(p)).sum()
+}
+
+/// A pool aimed at every node: tags below `below` (the subscribers, connections) round-robin,
+/// the others (publishers) round-robin from the first node.
+fn new_net(o: &Opts, below: usize) -> Result<Net, String> {
+    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    net.spread(&o.targets, below);
+    Ok(net)
 }
 
 impl CpuMark {
     fn now(o: &Opts) -> CpuMark {
         CpuMark {
-            server: o.pid.and_then(cpu_time),
+            server: server_cpu(o),
             client: cpu_time(std::process::id()),
+            redis: o.redis_pid.and_then(cpu_time),
         }
     }
     /// Seconds of CPU the server and the client used since the mark (NaN when unknown).
@@ -246,6 +308,7 @@ impl CpuMark {
             (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
             _ => f64::NAN,
         };
+        REDIS_CPU_BITS.store(d(self.redis, later.redis).to_bits(), Ordering::Relaxed);
         (d(self.server, later.server), d(self.client, later.client))
     }
 }
@@ -372,8 +435,8 @@ fn idle(o: &Opts) -> Results {
             "-n {n} needs more file descriptors than the limit {limit} allows"
         ));
     }
-    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
-    let rss0 = o.pid.and_then(rss_kib);
+    let mut net = new_net(o, n)?;
+    let rss0 = server_rss(o);
     let cpu0 = CpuMark::now(o);
     let start = Instant::now();
     let req = subscribe_request(o, &o.room, None, false);
@@ -394,12 +457,12 @@ fn idle(o: &Opts) -> Results {
     let open_time = start.elapsed();
     // Let the server take in the last requests, then wait for its RSS to stop moving.
     run_for(&mut net, default_settle(o, n), &mut count);
-    let mut rss1 = o.pid.and_then(rss_kib);
-    if let Some(pid) = o.pid {
+    let mut rss1 = server_rss(o);
+    if !o.pids.is_empty() {
         let mut stable = 0;
         for _ in 0..50 {
             run_for(&mut net, Duration::from_millis(100), &mut count);
-            let r = rss_kib(pid);
+            let r = server_rss(o);
             if r == rss1 {
                 stable += 1;
                 if stable >= 3 {
@@ -419,7 +482,7 @@ fn idle(o: &Opts) -> Results {
         .count();
     net.close_all();
     run_for(&mut net, Duration::from_millis(1000), |_| {});
-    let rss2 = o.pid.and_then(rss_kib);
+    let rss2 = server_rss(o);
     let per_poll = match (rss0, rss1) {
         (Some(a), Some(b)) if held > 0 => Some((b.saturating_sub(a) * 1024) as f64 / held as f64),
         _ => None,
@@ -466,7 +529,7 @@ fn fanout(o: &Opts) -> Results {
             "-n {n} needs more file descriptors than the limit {limit} allows"
         ));
     }
-    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let mut net = new_net(o, n)?;
     let cpu0 = CpuMark::now(o);
     let req = subscribe_request(o, &o.room, None, false);
     let mut ids: Vec<Option<usize>> = vec![None; n + 1];
@@ -691,7 +754,7 @@ fn stream(o: &Opts) -> Results {
         unix_time() % 1_000_000
     );
     let mode = o.cursor.as_str();
-    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let mut net = new_net(o, n)?;
     let poll = |cursor: &str| -> Vec<u8> {
         match mode {
             "json" => subscribe_request(o, &room, Some(cursor), true),
@@ -1022,7 +1085,7 @@ fn sse(o: &Opts) -> Results {
         std::process::id(),
         unix_time() % 1_000_000
     );
-    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let mut net = new_net(o, n)?;
     let open = format!(
         "GET /events?room={room}&since=0 HTTP/1.1\r\nHost: {}\r\n\r\n",
         host(o)
@@ -1305,9 +1368,9 @@ fn sse_idle(o: &Opts) -> Results {
             "-n {n} needs more file descriptors than the limit {limit} allows"
         ));
     }
-    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let mut net = new_net(o, n)?;
     let mut readers: Vec<EventReader> = (0..n).map(|_| EventReader::default()).collect();
-    let rss0 = o.pid.and_then(rss_kib);
+    let rss0 = server_rss(o);
     let cpu0 = CpuMark::now(o);
     let start = Instant::now();
     let req = events_request(o, &o.room);
@@ -1329,12 +1392,12 @@ fn sse_idle(o: &Opts) -> Results {
         _ => {}
     };
     run_for(&mut net, default_settle(o, n), &mut watch);
-    let mut rss1 = o.pid.and_then(rss_kib);
-    if let Some(pid) = o.pid {
+    let mut rss1 = server_rss(o);
+    if !o.pids.is_empty() {
         let mut stable = 0;
         for _ in 0..50 {
             run_for(&mut net, Duration::from_millis(100), &mut watch);
-            let r = rss_kib(pid);
+            let r = server_rss(o);
             if r == rss1 {
                 stable += 1;
                 if stable >= 3 {
@@ -1350,7 +1413,7 @@ fn sse_idle(o: &Opts) -> Results {
     let held = open.iter().filter(|x| **x).count();
     net.close_all();
     run_for(&mut net, Duration::from_millis(1000), |_| {});
-    let rss2 = o.pid.and_then(rss_kib);
+    let rss2 = server_rss(o);
     let per_stream = match (rss0, rss1) {
         (Some(a), Some(b)) if held > 0 => Some((b.saturating_sub(a) * 1024) as f64 / held as f64),
         _ => None,
@@ -1390,7 +1453,7 @@ fn sse_fanout(o: &Opts) -> Results {
             "-n {n} needs more file descriptors than the limit {limit} allows"
         ));
     }
-    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let mut net = new_net(o, n)?;
     let mut readers: Vec<EventReader> = (0..n).map(|_| EventReader::default()).collect();
     let req = events_request(o, &o.room);
     let (mut open, _) = open_streams(&mut net, n, &req, Instant::now() + o.timeout, &mut readers)?;
@@ -1506,7 +1569,7 @@ fn sse_fanout(o: &Opts) -> Results {
 fn http(o: &Opts) -> Results {
     let c = o.connections;
     raise_nofile_limit();
-    let mut net = Net::new(o.target, o.sources).map_err(|e| e.to_string())?;
+    let mut net = new_net(o, c)?;
     let req = if o.request == "get" {
         format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", host(o)).into_bytes()
     } else {
