@@ -2,8 +2,9 @@
 //!
 //! # Theory of operation
 //!
-//! Every connection is a slot in a slab, named by its [`ConnId`], in one of three states. `State`
-//! is assigned only in this file:
+//! Every connection is a slot in a slab, named by its [`ConnId`], in one of these states. `State`
+//! is assigned only in this module: here, and in the files named for a state (`held.rs`,
+//! `stream.rs`, `waiting.rs`):
 //!
 //! ```text
 //!            accept
@@ -22,15 +23,15 @@
 //!
 //! * **Open**: requests are read and answered in order. Pipelined bytes wait in the
 //!   connection's [`RequestReader`].
-//! * **Held**: a `GET /subscribe` is waiting in its room's slab of waiters. Bytes that arrive
-//!   meanwhile are buffered, up to `max_pipeline_bytes`; past that the adapter is told to pause
-//!   reading. Answering the poll returns the connection to Open and puts it on the ready list,
-//!   so the server reads what was buffered.
-//! * **Streaming**: a `GET /events` stream, in its room's slab of streams until the connection
-//!   ends (EOF, maximum age, shutdown, write cap passed: Open → Streaming → Closing, never
-//!   back). It reads no more requests: what arrives is dropped, so reading never pauses and the
-//!   peer's EOF is seen. Its one deadline is the heartbeat, pushed back by every event sent, and
-//!   capped by the stream's maximum age.
+//! * **Held** (`held.rs`): a `GET /subscribe` is waiting in its room's slab of waiters. Bytes
+//!   that arrive meanwhile are buffered, up to `max_pipeline_bytes`; past that the adapter is
+//!   told to pause reading. Answering the poll returns the connection to Open and puts it on
+//!   the ready list, so the server reads what was buffered.
+//! * **Streaming** (`stream.rs`): a `GET /events` stream, in its room's slab of streams until
+//!   the connection ends (EOF, maximum age, shutdown, write cap passed: Open → Streaming →
+//!   Closing, never back). It reads no more requests: what arrives is dropped, so reading never
+//!   pauses and the peer's EOF is seen. Its one deadline is the heartbeat, pushed back by every
+//!   event sent, and capped by the stream's maximum age.
 //! * **Waiting**: a request waits for the shared message log (`waiting.rs`): a publish until
 //!   its append is stored, a poll until its room is loaded. Like Held, later bytes are buffered
 //!   and reading pauses at the cap; the `Broker` deadline answers `503` if the log is too slow.
@@ -61,58 +62,18 @@ use crate::timers::{Deadline, TimerKind, Timers};
 use crate::{ConnId, Error, Output};
 
 mod check;
+mod held;
 mod proxied;
+mod stream;
 mod table;
 mod waiting;
 
+pub(crate) use held::Hold;
+pub(crate) use stream::{Stream, StreamBytes};
 pub(crate) use table::Received;
 
 /// How long a client told to come back (503, 429) is asked to wait, at least.
 pub(crate) const RETRY_AFTER_SECS: &str = "2";
-
-/// A held poll: where its waiter sits and what its timeout answer needs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Hold {
-    pub room: usize,
-    pub slot: usize,
-    /// The cursor answered with on timeout: the sequence number the poll waits after, or `0`
-    /// itself when the poll asked for `since=0`.
-    pub after: u64,
-    pub since_all: bool,
-    /// The poll's cursor was of another epoch: the timeout answer carries the reset signal.
-    pub reset: bool,
-    pub persist: Persist,
-    /// Index of the request's allow-listed cross-origin `Origin`, if any (CORS headers).
-    pub cors: Option<u16>,
-}
-
-/// The constant bytes of an event stream's framing, handed over by the route (`sse.rs`).
-#[derive(Debug)]
-pub(crate) struct StreamBytes {
-    /// The heartbeat comment, sent after a heartbeat interval of silence.
-    pub heartbeat: &'static [u8],
-    /// What ends the body cleanly before the close (the terminating chunk, or nothing).
-    pub end: &'static [u8],
-}
-
-/// An open event stream: where it sits in its room, and when it must end.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Stream {
-    pub room: usize,
-    pub slot: usize,
-    pub bytes: &'static StreamBytes,
-    /// When the stream is ended (its maximum age), if ever.
-    pub ends: Option<Instant>,
-}
-
-/// What a stream's deadline asks for (see [`Conns::stream_due`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StreamDue {
-    /// Silent for a heartbeat interval: the heartbeat was sent.
-    Heartbeat,
-    /// The stream reached its maximum age: it was ended.
-    Ended,
-}
 
 #[derive(Debug)]
 enum State {
@@ -444,130 +405,6 @@ impl Conns {
         self.set_timer(id, Some((closing, TimerKind::Closing)));
     }
 
-    /// Open → Held: the poll waits in `hold.room`'s waiter `hold.slot` until a publish or
-    /// its deadline.
-    pub fn hold(&mut self, id: ConnId, hold: Hold, now: Instant) {
-        let c = &mut self.slab[id.0];
-        c.state = State::Held(hold);
-        self.held += 1;
-        c.reader.release();
-        let due = now + self.settings.poll_timeout;
-        self.set_timer(id, Some((due, TimerKind::Poll)));
-    }
-
-    /// Takes a held poll out of its room (the connection stays in the Held state's place as
-    /// Open). Returns the hold, if there was one.
-    pub fn release_hold(&mut self, id: ConnId, rooms: &mut Rooms) -> Option<Hold> {
-        let c = self.slab.get_mut(id.0)?;
-        let State::Held(hold) = c.state else {
-            return None;
-        };
-        c.state = State::Open;
-        rooms.remove_waiter(hold.room, hold.slot);
-        self.held -= 1;
-        self.proxied.release(id);
-        Some(hold)
-    }
-
-    /// Held → Open for a poll answered by a publish, whose waiter slot the caller has already
-    /// emptied. The caller then sends the answer and marks the connection
-    /// [`ready`](Self::ready).
-    pub fn wake(&mut self, id: ConnId) {
-        let c = &mut self.slab[id.0];
-        debug_assert!(
-            matches!(c.state, State::Held(_)),
-            "woke a connection not held"
-        );
-        c.state = State::Open;
-        self.held -= 1;
-        self.proxied.release(id);
-        self.set_timer(id, None);
-    }
-
-    /// Before a poll from `client` behind a trusted proxy is held on `id` (or a stream opened):
-    /// counts it, or says `false` when that client already holds `--max-connections-per-ip`.
-    pub fn admit_proxied(&mut self, id: ConnId, client: IpAddr) -> bool {
-        let cap = self.settings.max_connections_per_ip;
-        self.proxied.admit(id, client, cap)
-    }
-}
-
-// --- event streams -------------------------------------------------------------------------
-
-impl Conns {
-    /// Event streams open now.
-    pub fn streams(&self) -> usize {
-        self.streams
-    }
-
-    /// Open → Streaming: the connection listens in `stream.room`'s slot `stream.slot` from now
-    /// on. Sends `start` (the head and first events) and arms the heartbeat. The connection
-    /// reads no more requests; what arrives is discarded, so only its EOF matters.
-    pub fn stream(
-        &mut self,
-        id: ConnId,
-        mut stream: Stream,
-        start: Bytes,
-        rooms: &mut Rooms,
-        now: Instant,
-    ) {
-        let s = self.settings;
-        if !s.sse_max_age.is_zero() {
-            stream.ends = Some(now + s.sse_max_age);
-        }
-        let c = &mut self.slab[id.0];
-        c.state = State::Streaming(stream);
-        c.reader.release();
-        self.streams += 1;
-        self.set_timer(
-            id,
-            Some((heartbeat_due(s, stream.ends, now), TimerKind::Heartbeat)),
-        );
-        self.send(id, start, rooms);
-    }
-
-    /// Sends an event on a stream and pushes its heartbeat back (without touching the timer
-    /// set, so a busy stream costs no timer work per event).
-    pub fn stream_send(&mut self, id: ConnId, data: Bytes, rooms: &mut Rooms, now: Instant) {
-        self.send(id, data, rooms);
-        let s = self.settings;
-        if let Some(c) = self.slab.get_mut(id.0) {
-            if let State::Streaming(stream) = c.state {
-                let due = heartbeat_due(s, stream.ends, now);
-                self.timers
-                    .push_back(id, &mut c.deadline, TimerKind::Heartbeat, due);
-            }
-        }
-    }
-
-    /// A stream's deadline fired: past its maximum age it ends, else it gets a heartbeat.
-    pub fn stream_due(&mut self, id: ConnId, rooms: &mut Rooms, now: Instant) -> Option<StreamDue> {
-        let State::Streaming(stream) = self.slab.get(id.0)?.state else {
-            return None;
-        };
-        if stream.ends.is_some_and(|end| end <= now) {
-            self.end_stream(id, rooms, now);
-            return Some(StreamDue::Ended);
-        }
-        // The deadline has just fired (disarmed): sending re-arms it.
-        let beat = Bytes::from_static(stream.bytes.heartbeat);
-        self.stream_send(id, beat, rooms, now);
-        Some(StreamDue::Heartbeat)
-    }
-
-    /// Ends a stream cleanly (the terminating chunk, if chunked) and closes the connection.
-    pub fn end_stream(&mut self, id: ConnId, rooms: &mut Rooms, now: Instant) {
-        let Some(State::Streaming(stream)) = self.slab.get(id.0).map(|c| &c.state) else {
-            return;
-        };
-        let end = stream.bytes.end;
-        self.leave_room(id, rooms);
-        if !end.is_empty() {
-            self.send(id, Bytes::from_static(end), rooms);
-        }
-        self.close(id, rooms, now);
-    }
-
     /// Takes a held poll or an event stream out of its room; the connection is Open after.
     fn leave_room(&mut self, id: ConnId, rooms: &mut Rooms) {
         if self.release_hold(id, rooms).is_some() {
@@ -583,10 +420,4 @@ impl Conns {
             self.proxied.release(id);
         }
     }
-}
-
-/// When a stream that sent something at `now` needs its heartbeat, or its end.
-fn heartbeat_due(s: Settings, ends: Option<Instant>, now: Instant) -> Instant {
-    let beat = now + s.sse_heartbeat;
-    ends.map_or(beat, |end| end.min(beat))
 }
