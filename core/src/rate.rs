@@ -63,23 +63,3 @@ impl RateLimit {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    #[allow(clippy::disallowed_methods)] // a test needs some origin instant
-    fn bucket_refills() {
-        let peer = IpAddr::from([127, 0, 0, 1]);
-        let t0 = Instant::now();
-        let mut limit = RateLimit::new(1, 2);
-        assert_eq!(limit.take(peer, t0), None);
-        assert_eq!(limit.take(peer, t0), None);
-        assert_eq!(limit.take(peer, t0), Some(1));
-        assert_eq!(limit.take(peer, t0 + Duration::from_secs(1)), None);
-        let mut off = RateLimit::new(0, 0);
-        assert!((0..100).all(|_| off.take(peer, t0).is_none()));
-    }
-}

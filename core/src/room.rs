@@ -492,37 +492,6 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::disallowed_methods)] // a test needs some origin instant
-    fn rooms_live_while_used_and_come_back_in_a_new_epoch() {
-        let t0 = Instant::now();
-        let idle = Duration::from_secs(60);
-        let mut rooms = Rooms::new(2, idle, t0);
-        let a = rooms.create("a", "run").unwrap();
-        rooms.collect();
-        assert_eq!(rooms.len(), 0, "an unused new room is freed");
-        let a2 = rooms.create("a", "run").unwrap();
-        assert_eq!(
-            rooms.get(a2).epoch.as_ref(),
-            "run",
-            "it never held a message"
-        );
-        rooms.push(a2, Bytes::from_static(b"x"), None, 0, 10, 10_000);
-        rooms.collect();
-        assert_eq!((rooms.len(), a), (1, a2));
-        rooms.check().unwrap();
-        assert_eq!(rooms.next_expiry(), Some(t0 + idle));
-        rooms.expire(t0 + idle);
-        assert_eq!(rooms.len(), 0);
-        let b = rooms.create("a", "run").unwrap();
-        assert_eq!(
-            rooms.get(b).epoch.as_ref(),
-            "run1",
-            "a room with messages was freed"
-        );
-        assert_eq!((rooms.created, rooms.evicted), (3, 2));
-    }
-
-    #[test]
     fn room_epochs_fit_a_cursor_tag() {
         assert_eq!(room_epoch("abc", 0), "abc");
         assert_eq!(room_epoch("abc", 36), "abc10");
