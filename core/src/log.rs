@@ -23,7 +23,8 @@
 //!
 //! Delivery is one path in both modes: a message entering a room's history (pushed by a publish
 //! in memory, or inserted here from the log) is fanned out by `Server::fan_out`. The driving
-//! code (`handle_broker`, the publish and park steps) is in `server/shared.rs`.
+//! code (`handle_broker`, the publish and park steps) is in `server/shared.rs`, the cache's
+//! updates from the feed and from fetches in `server/cache.rs`.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -141,6 +142,62 @@ impl Log {
     /// The next request for the adapter.
     pub fn poll_request(&mut self) -> Option<BrokerRequest> {
         self.requests.pop_front()
+    }
+
+    /// Asks the log for the messages of `room` after `after_seq`, at most `limit`: queues the
+    /// request and remembers what its answer is for (`for_poll`: the wait of the one poll it
+    /// answers, or a fetch of the room's cache). Returns the fetch's token.
+    pub fn fetch(
+        &mut self,
+        room: Box<str>,
+        after_seq: u64,
+        for_poll: Option<u64>,
+        limit: usize,
+    ) -> u64 {
+        let token = self.token();
+        self.fetches.insert(
+            token,
+            Fetching {
+                room: room.clone(),
+                after_seq,
+                for_poll,
+            },
+        );
+        self.request(BrokerRequest::Fetch {
+            token,
+            room,
+            after_seq,
+            limit,
+        });
+        token
+    }
+
+    /// Ends the wait `token` if it is a parked poll: its connection, request and reply. A wait
+    /// of another kind stays.
+    pub fn take_poll(&mut self, token: u64) -> Option<(ConnId, Box<Request>, Reply)> {
+        match self.waits.remove(&token)? {
+            Wait::Poll {
+                conn,
+                request,
+                reply,
+            } => Some((conn, request, reply)),
+            other => {
+                self.waits.insert(token, other);
+                None
+            }
+        }
+    }
+
+    /// Ends the wait `token` if it is a publish waiting for its append. A wait of another kind
+    /// stays.
+    pub fn take_publish(&mut self, token: u64) -> Option<Pending> {
+        match self.waits.remove(&token)? {
+            Wait::Publish(p) => Some(p),
+            other => {
+                self.waits.insert(token, other);
+                None
+            }
+        }
     }
 
     /// Drops the state of `room` when nothing is in flight for it, so the table holds only

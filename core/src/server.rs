@@ -27,6 +27,7 @@ use crate::response::Persist;
 use crate::room::Rooms;
 use crate::timers::TimerKind;
 
+mod cache;
 mod carry;
 mod dispatch;
 mod shared;

@@ -72,13 +72,26 @@ impl Server {
         if client.malformed {
             self.conns.metrics.forwarded_malformed += 1;
         }
-        let action = self.route(&client, request, reply.persist, now);
+        self.serve(id, &client, request, reply, now);
+    }
+
+    /// Routes a request from `client` and carries out what the route decided (a request read
+    /// now, or one that waited for the shared log and is read again as it came).
+    pub(super) fn serve(
+        &mut self,
+        id: ConnId,
+        client: &Client,
+        request: Request,
+        reply: Reply,
+        now: Instant,
+    ) {
+        let action = self.route(client, request, reply.persist, now);
         let proxied = client.forwarded.then_some(client.addr);
         self.carry_out(id, action, reply, proxied, now);
     }
 
     /// What the request from `client` asks for.
-    pub(super) fn route(
+    fn route(
         &mut self,
         client: &Client,
         request: Request,

@@ -1,17 +1,17 @@
 //! The server's side of a shared message log: the broker input and output, publishes that wait
-//! for their append, polls parked until their room is loaded, and keeping each room's cache in
-//! step with the log (the rules are in `log.rs`; the contract in [`crate::broker`]).
+//! for their append, polls parked until their room is loaded (routed again, or answered `503`)
+//! and the polls a fetch of their own answers (the rules are in `log.rs`; the contract in
+//! [`crate::broker`]). Keeping each room's cache in step with the log is `cache.rs`.
 
 use std::time::Instant;
 
-use bytes::Bytes;
-
+use super::cache::Incoming;
 use super::{Reply, Server};
 use crate::broker::{BrokerEvent, BrokerRequest, History};
 use crate::conn::RETRY_AFTER_SECS;
 use crate::cursor::Cursor;
 use crate::http::Request;
-use crate::log::{self, Fetching, Load, Pending, Wait};
+use crate::log::{Load, Pending, Wait};
 use crate::room::Message;
 use crate::routes::Action;
 use crate::routes::{publish, Append};
@@ -19,16 +19,6 @@ use crate::ConnId;
 
 /// Why a request that waited for the log is answered `503`.
 const UNAVAILABLE: &str = "message log unavailable";
-
-/// A message entering a room's cache.
-struct Incoming {
-    room: Box<str>,
-    epoch: Box<str>,
-    seq: u64,
-    time_ms: u64,
-    text: Bytes,
-    id: Option<Box<str>>,
-}
 
 impl Server {
     /// The next request for the shared message log, if any. With
@@ -155,21 +145,8 @@ impl Server {
                 self.fetch(room);
             }
             Load::Older(after_seq) => {
-                let fetch = self.log.token();
-                self.log.fetches.insert(
-                    fetch,
-                    Fetching {
-                        room: name.clone(),
-                        after_seq,
-                        for_poll: Some(token),
-                    },
-                );
-                self.log.request(BrokerRequest::Fetch {
-                    token: fetch,
-                    room: name,
-                    after_seq,
-                    limit: self.config.batch_messages,
-                });
+                let limit = self.config.batch_messages;
+                self.log.fetch(name, after_seq, Some(token), limit);
             }
         }
         self.conns.wait(id, token, self.config.broker_timeout, now);
@@ -190,11 +167,21 @@ impl Server {
                 cors: None,
             },
         };
-        if self.conns.end_wait(id, token) {
+        if self.fail_wait(id, token, reply, now) {
             self.log.failures += 1;
-            self.unavailable(id, reply, now);
-            self.conns.ready(id);
         }
+    }
+
+    /// Ends the wait `token` of `id` with a `503` (see [`unavailable`](Self::unavailable)), and
+    /// reads the requests buffered behind it. `false` (nothing done) when `id` no longer waits
+    /// for `token`.
+    fn fail_wait(&mut self, id: ConnId, token: u64, reply: Reply, now: Instant) -> bool {
+        if !self.conns.end_wait(id, token) {
+            return false;
+        }
+        self.unavailable(id, reply, now);
+        self.conns.ready(id);
+        true
     }
 
     /// Answers `503` with `Retry-After` (and the CORS headers the request earned).
@@ -213,22 +200,14 @@ impl Server {
         result: Result<crate::broker::Stored, crate::broker::BrokerFailure>,
         now: Instant,
     ) {
-        let p = match self.log.waits.remove(&token) {
-            Some(Wait::Publish(p)) => p,
-            Some(other) => {
-                self.log.waits.insert(token, other);
-                return;
-            }
-            None => return,
+        let Some(p) = self.log.take_publish(token) else {
+            return;
         };
         let stored = match result {
             Ok(stored) => stored,
             Err(_) => {
                 self.log.failures += 1;
-                if self.conns.end_wait(p.conn, token) {
-                    self.unavailable(p.conn, p.reply, now);
-                    self.conns.ready(p.conn);
-                }
+                self.fail_wait(p.conn, token, p.reply, now);
                 return;
             }
         };
@@ -258,200 +237,17 @@ impl Server {
         }
     }
 
-    /// A message of the log: cached and fanned out if it is the next of a loaded room; a gap or
-    /// another epoch asks for a fetch; a duplicate is dropped.
-    fn on_message(&mut self, m: Incoming, now: Instant) {
-        let Some(i) = self.rooms.find(&m.room) else {
-            return; // not a room of this node
-        };
-        let caps = (self.config.history_messages, self.config.history_bytes);
-        let room = self.rooms.get_mut(i);
-        if !room.loaded {
-            return; // its load will read it
-        }
-        if room.epoch.is_empty() {
-            // The log had nothing of the room when it was loaded: this starts its numbering.
-            log::restart(room, &m.epoch, 0);
-        } else if room.epoch != m.epoch {
-            // The log lost the room (or this message is late and from before that): a fetch
-            // tells which.
-            self.fetch(i);
-            return;
-        }
-        if m.seq <= room.last_seq {
-            return;
-        }
-        if !log::insert(room, m.seq, m.time_ms, m.text, m.id, caps) {
-            self.fetch(i); // a gap: the feed missed messages
-            return;
-        }
-        self.rooms.refile(i); // it has history now: in the idle set unless watched
-        self.fan_out(i, m.seq, now);
-    }
-
-    /// Asks the log for the messages of room `i` after its cache, unless a fetch is in flight
-    /// (then once more after it) or the log is down (`Up` catches up). Returns whether a fetch
-    /// is in flight now.
-    fn fetch(&mut self, i: usize) -> bool {
-        let room = self.rooms.get(i);
-        let name = room.name.clone();
-        let after_seq = room.last_seq;
-        let sync = self.log.rooms.entry(name.clone()).or_default();
-        if sync.fetching.is_some() {
-            sync.again = true;
-            return true;
-        }
-        if !self.log.up {
-            return false;
-        }
-        let token = self.log.token();
-        if let Some(sync) = self.log.rooms.get_mut(&name) {
-            sync.fetching = Some(token);
-        }
-        self.log.fetches.insert(
-            token,
-            Fetching {
-                room: name.clone(),
-                after_seq,
-                for_poll: None,
-            },
-        );
-        self.log.request(BrokerRequest::Fetch {
-            token,
-            room: name,
-            after_seq,
-            limit: self.config.history_messages,
-        });
-        true
-    }
-
-    fn on_fetched(
-        &mut self,
-        token: u64,
-        result: Result<History, crate::broker::BrokerFailure>,
-        now: Instant,
-    ) {
-        let Some(Fetching {
-            room: name,
-            after_seq,
-            for_poll,
-        }) = self.log.fetches.remove(&token)
-        else {
-            return;
-        };
-        if let Some(wait) = for_poll {
-            return self.answer_older(wait, &name, after_seq, result, now);
-        }
-        let sync = self.log.rooms.entry(name.clone()).or_default();
-        if sync.fetching == Some(token) {
-            sync.fetching = None;
-        }
-        let again = std::mem::take(&mut sync.again);
-        // The room may have been freed meanwhile (a room with neither history nor waiters is,
-        // and parked polls are not waiters yet): the log's answer makes it again.
-        let Some(i) = self.rooms.create(&name, "") else {
-            return self.answer_parked(&name, false, now);
-        };
-        let more = match result {
-            Ok(history) => {
-                let more = self.apply(i, after_seq, history, now);
-                self.rooms.refile(i);
-                self.rooms.get_mut(i).loaded = true;
-                more
-            }
-            Err(_) => {
-                self.log.failures += 1;
-                self.answer_parked(&name, false, now);
-                false
-            }
-        };
-        if (more || again) && self.fetch(i) {
-            return; // parked polls wait for the next answer
-        }
-        self.answer_parked(&name, true, now);
-    }
-
-    /// Brings room `i`'s cache in line with a fetch's answer; delivers what is new. Returns
-    /// whether there is more to read.
-    fn apply(&mut self, i: usize, after_seq: u64, h: History, now: Instant) -> bool {
-        let caps = (self.config.history_messages, self.config.history_bytes);
-        let room = self.rooms.get(i);
-        let Some(epoch) = h.epoch else {
-            // The log holds nothing of the room: what this node cached is gone.
-            if !room.epoch.is_empty() {
-                self.release_waiters(i, now);
-                log::restart(self.rooms.get_mut(i), "", 0);
-            }
-            return false;
-        };
-        if room.epoch != epoch {
-            // A new epoch: polls on the old one are answered (their cursor then gets the reset
-            // signal), and the cache starts over from the epoch's beginning.
-            if !room.epoch.is_empty() {
-                self.release_waiters(i, now);
-            }
-            log::restart(self.rooms.get_mut(i), &epoch, 0);
-            if after_seq != 0 {
-                return true; // read the new epoch from its start
-            }
-        }
-        let start = h.first_seq.saturating_sub(1);
-        if start > self.rooms.get(i).last_seq {
-            // What the cache misses was trimmed from the log: waiting polls are answered so
-            // they come back with their cursor and get the gap signal.
-            self.release_waiters(i, now);
-            log::restart(self.rooms.get_mut(i), &epoch, start);
-        }
-        let room = self.rooms.get_mut(i);
-        let from = room.last_seq + 1;
-        for m in h.messages {
-            if m.seq > room.last_seq && !log::insert(room, m.seq, m.time_ms, m.text, m.id, caps) {
-                break;
-            }
-        }
-        let last = room.last_seq;
-        // Polls take everything new from the first call; event streams get one event per call.
-        for seq in from..=last {
-            self.fan_out(i, seq, now);
-        }
-        last < h.last_seq
-    }
-
-    /// Answers every poll held in room `i` as if it had timed out (`204`, its cursor unchanged),
-    /// and ends its event streams: both come back with their cursor and get the reset or gap
-    /// signal, rather than events of a numbering they cannot place.
-    fn release_waiters(&mut self, i: usize, now: Instant) {
-        let room = self.rooms.get(i);
-        let polls: Vec<ConnId> = room.waiters.iter().map(|(_, w)| w.conn).collect();
-        let streams: Vec<ConnId> = room.streams.iter().map(|(_, s)| s.conn).collect();
-        for conn in polls {
-            self.answer_timeout(conn, now);
-        }
-        for conn in streams {
-            self.conns.end_stream(conn, &mut self.rooms, now);
-        }
-    }
-
     /// The polls parked on room `name`'s fetch: routed again now that the cache is loaded
     /// (`loaded`), or answered `503`.
-    fn answer_parked(&mut self, name: &str, loaded: bool, now: Instant) {
+    pub(super) fn answer_parked(&mut self, name: &str, loaded: bool, now: Instant) {
         let Some(sync) = self.log.rooms.get_mut(name) else {
             return;
         };
         let parked = std::mem::take(&mut sync.parked);
         self.log.forget_idle(name);
         for token in parked {
-            let (conn, request, reply) = match self.log.waits.remove(&token) {
-                Some(Wait::Poll {
-                    conn,
-                    request,
-                    reply,
-                }) => (conn, request, reply),
-                Some(other) => {
-                    self.log.waits.insert(token, other);
-                    continue;
-                }
-                None => continue,
+            let Some((conn, request, reply)) = self.log.take_poll(token) else {
+                continue;
             };
             let request = loaded.then_some(request);
             self.replay(conn, token, Load::Room, request, reply, now);
@@ -477,10 +273,8 @@ impl Server {
                 self.log.replaying = Some(done);
                 // The request is read again as it came: the same client, forwarded or not.
                 let client = self.forwarding.client(peer, &request);
-                let action = self.route(&client, *request, reply.persist, now);
+                self.serve(conn, &client, *request, reply, now);
                 self.log.replaying = None;
-                let proxied = client.forwarded.then_some(client.addr);
-                self.carry_out(conn, action, reply, proxied, now);
             }
             _ => self.unavailable(conn, reply, now),
         }
@@ -491,7 +285,7 @@ impl Server {
     /// messages the log still held after its cursor, lent to the room's history for the time of
     /// the answer (the cache itself does not change). When the log holds nothing more than the
     /// cache, or is of another epoch now, the cache answers (with the gap it knows of).
-    fn answer_older(
+    pub(super) fn answer_older(
         &mut self,
         wait: u64,
         room: &str,
@@ -500,17 +294,8 @@ impl Server {
         now: Instant,
     ) {
         let done = Load::Older(after_seq);
-        let (conn, request, reply) = match self.log.waits.remove(&wait) {
-            Some(Wait::Poll {
-                conn,
-                request,
-                reply,
-            }) => (conn, request, reply),
-            Some(other) => {
-                self.log.waits.insert(wait, other);
-                return;
-            }
-            None => return,
+        let Some((conn, request, reply)) = self.log.take_poll(wait) else {
+            return;
         };
         let history = match result {
             Ok(h) => h,
