@@ -3,7 +3,7 @@
 //! An allow-listed origin is remembered by its index in the list (a `u16`), so a held poll
 //! carries two bytes rather than a string, and answers to the same origin share one encoding.
 
-use crate::forwarded::Site;
+use crate::origin::{split_host_port, Site};
 
 /// The origins allowed to read from (and publish to) this server from another site.
 #[derive(Debug)]
@@ -69,23 +69,11 @@ impl Cors {
     }
 }
 
-/// Splits `host[:port]` (the host may be a bracketed IPv6 address) into the host and the port.
-/// `None` when the port is not a number or the authority is empty.
+/// Splits `host[:port]` (the host may be a bracketed IPv6 address) into the host and the port,
+/// more leniently than a [`Site`] does (any host characters, an empty port). `None` when the
+/// port is not a number or the host is empty.
 pub(crate) fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
-    let (host, port) = if authority.starts_with('[') {
-        let end = authority.find(']')?;
-        let (host, rest) = authority.split_at(end + 1);
-        match rest.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None if rest.is_empty() => (host, None),
-            None => return None,
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
+    let (host, port) = split_host_port(authority)?;
     if host.is_empty() {
         return None;
     }

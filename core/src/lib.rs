@@ -58,6 +58,7 @@ mod forwarded;
 mod http;
 mod log;
 mod metrics;
+mod origin;
 mod page;
 mod rate;
 mod room;

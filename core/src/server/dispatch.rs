@@ -11,9 +11,10 @@ use bytes::Bytes;
 
 use super::{Reply, Server};
 use crate::cors;
-use crate::forwarded::{Client, Site};
+use crate::forwarded::Client;
 use crate::http::{HttpError, Method, ReadEvent, Request};
 use crate::metrics::Gauges;
+use crate::origin::Site;
 use crate::response::{self, ErrorAnswer, Persist};
 use crate::routes::{self, events, publish, subscribe, Action, Ctx, Route};
 use crate::ConnId;
