@@ -305,22 +305,25 @@ impl Rooms {
 
     /// Takes a held poll out of room `room`'s waiters.
     pub fn remove_waiter(&mut self, room: usize, slot: usize) {
-        let Some(r) = self.slab.get_mut(room) else {
-            return;
-        };
-        r.waiters.try_remove(slot);
-        if !r.in_use() {
-            r.last_active = Some(self.now);
-            self.refile(room);
-        }
+        self.leave(room, |r| {
+            r.waiters.try_remove(slot);
+        });
     }
 
     /// Takes an event stream out of room `room`'s streams.
     pub fn remove_stream(&mut self, room: usize, slot: usize) {
+        self.leave(room, |r| {
+            r.streams.try_remove(slot);
+        });
+    }
+
+    /// Takes a poll or a stream out of room `room` (`take`); a room left unused dates its
+    /// activity from now and is refiled.
+    fn leave(&mut self, room: usize, take: impl FnOnce(&mut Room)) {
         let Some(r) = self.slab.get_mut(room) else {
             return;
         };
-        r.streams.try_remove(slot);
+        take(r);
         if !r.in_use() {
             r.last_active = Some(self.now);
             self.refile(room);

@@ -9,7 +9,7 @@ use crate::http::{Request, Version};
 use crate::log::Load;
 use crate::response::Persist;
 use crate::room::Rooms;
-use crate::routes::{check_origin, create_room, room_name, Action, Ctx};
+use crate::routes::{open_room, read_from, Action, Ctx};
 use crate::sse;
 
 /// A stream to open: its room, its encoding, and its first bytes (head and replay).
@@ -38,23 +38,13 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
             Err(()) => return Action::reject(400, "invalid cursor"),
         },
     };
-    if since.as_deref().is_some_and(|s| !Since::is_valid(s)) {
-        return Action::reject(400, "invalid cursor");
-    }
-    let name = match room_name(request) {
-        Ok(n) => n,
-        Err(action) => return action,
-    };
     // A stream holds a slot: a foreign page may not open one any more than publish.
-    if let Err(action) = check_origin(ctx, request, "cross-origin stream not allowed") {
-        return action;
-    }
-    let room_i = match create_room(ctx, rooms, &name) {
-        Ok(r) => r,
+    let what = "cross-origin stream not allowed";
+    let (room_i, since) = match open_room(ctx, rooms, request, since.as_deref(), what) {
+        Ok(opened) => opened,
         Err(action) => return action,
     };
     let room = rooms.get(room_i);
-    let since = since.as_deref().and_then(|s| Since::parse(s, &room.epoch));
     // With a shared log, a room this node has not loaded (or a cursor it has not heard of yet)
     // waits for the room's fetch. A cursor older than the cache is answered from the cache with
     // its gap: a stream replays what it starts with and then follows the room, so it cannot be
@@ -65,14 +55,9 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
             load: Load::Room,
         };
     }
-    let (after, gap) = match since {
-        None => (room.last_seq, 0),
-        Some(Since::All) => (0, 0),
-        Some(Since::OtherEpoch) => (0, room.first_seq() - 1),
-        Some(Since::Seq(s)) if s > room.last_seq => {
-            return Action::reject(400, "cursor is ahead of the room")
-        }
-        Some(Since::Seq(s)) => (s, room.first_seq().saturating_sub(s + 1)),
+    let (after, gap) = match read_from(room, since) {
+        Ok(start) => start,
+        Err(action) => return action,
     };
     let chunked = request.version == Version::Http11;
     let cors = ctx.cors.index(request.headers.origin.as_deref());

@@ -14,13 +14,14 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::cors::{self, Cors};
+use crate::cursor::Since;
 use crate::form;
 use crate::forwarded::Client;
 use crate::http::{Method, Request};
 use crate::log::{Load, Log};
 use crate::page::File;
 use crate::response::{self, Persist, Response};
-use crate::room::{self, Rooms};
+use crate::room::{self, Room, Rooms};
 
 /// The routes of the API and the page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,6 +209,42 @@ pub(crate) fn check_origin(
     } else {
         Err(Action::reject(403, what))
     }
+}
+
+/// Opens the room a poll or a stream reads: checks the cursor (`since`, chosen by the route, as
+/// the two differ on which of `since` and `Last-Event-ID` wins), the room name and the origin
+/// (`what`: the reason of the `403`), creates the room, and reads the cursor against the room's
+/// epoch. The checks run in this order, so the first failure is the one answered.
+pub(crate) fn open_room(
+    ctx: &Ctx<'_>,
+    rooms: &mut Rooms,
+    request: &Request,
+    since: Option<&str>,
+    what: &'static str,
+) -> Result<(usize, Option<Since>), Action> {
+    if since.is_some_and(|s| !Since::is_valid(s)) {
+        return Err(Action::reject(400, "invalid cursor"));
+    }
+    let name = room_name(request)?;
+    check_origin(ctx, request, what)?;
+    let room_i = create_room(ctx, rooms, &name)?;
+    let since = since.and_then(|s| Since::parse(s, &rooms.get(room_i).epoch));
+    Ok((room_i, since))
+}
+
+/// Where a reader of `room` with cursor `since` starts: the last sequence number it has seen
+/// (`after`; no cursor: the newest) and how many messages it missed that the room no longer
+/// holds (`gap`). `400` for a cursor ahead of the room.
+pub(crate) fn read_from(room: &Room, since: Option<Since>) -> Result<(u64, u64), Action> {
+    Ok(match since {
+        None => (room.last_seq, 0),
+        Some(Since::All) => (0, 0),
+        Some(Since::OtherEpoch) => (0, room.first_seq() - 1),
+        Some(Since::Seq(s)) if s > room.last_seq => {
+            return Err(Action::reject(400, "cursor is ahead of the room"))
+        }
+        Some(Since::Seq(s)) => (s, room.first_seq().saturating_sub(s + 1)),
+    })
 }
 
 /// Answers `OPTIONS`: a CORS preflight from an allow-listed origin gets its permissions, one

@@ -5,7 +5,7 @@ use crate::cursor::Since;
 use crate::form;
 use crate::http::Request;
 use crate::room::{Rooms, Shared};
-use crate::routes::{check_origin, create_room, room_name, Action, Ctx, Wait};
+use crate::routes::{open_room, read_from, Action, Ctx, Wait};
 
 /// Reads the poll's format, cursor and room; answers with messages, or asks to hold it.
 pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Action {
@@ -21,34 +21,19 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
         Ok(None) => request.headers.last_event_id.clone(),
         Err(()) => return Action::reject(400, "invalid cursor"),
     };
-    if since.as_deref().is_some_and(|s| !Since::is_valid(s)) {
-        return Action::reject(400, "invalid cursor");
-    }
-    let name = match room_name(request) {
-        Ok(n) => n,
-        Err(action) => return action,
-    };
     // A poll holds a slot: a foreign page may not hold them any more than publish.
-    if let Err(action) = check_origin(ctx, request, "cross-origin subscribe not allowed") {
-        return action;
-    }
-    let room_i = match create_room(ctx, rooms, &name) {
-        Ok(r) => r,
+    let what = "cross-origin subscribe not allowed";
+    let (room_i, since) = match open_room(ctx, rooms, request, since.as_deref(), what) {
+        Ok(opened) => opened,
         Err(action) => return action,
     };
     let room = rooms.get(room_i);
-    let since = since.as_deref().and_then(|s| Since::parse(s, &room.epoch));
     if let Some(load) = ctx.log.needs_load(room, since) {
         return Action::Load { room: room_i, load };
     }
-    let (after, gap) = match since {
-        None => (room.last_seq, 0),
-        Some(Since::All) => (0, 0),
-        Some(Since::OtherEpoch) => (0, room.first_seq() - 1),
-        Some(Since::Seq(s)) if s > room.last_seq => {
-            return Action::reject(400, "cursor is ahead of the room")
-        }
-        Some(Since::Seq(s)) => (s, room.first_seq().saturating_sub(s + 1)),
+    let (after, gap) = match read_from(room, since) {
+        Ok(start) => start,
+        Err(action) => return action,
     };
     // A cursor of another epoch points into a history that is gone (a restart, a lost log):
     // the answer says so, whether it comes now or after the poll is held.
