@@ -1042,37 +1042,51 @@ impl EventReader {
             self.head_done = true;
         }
         if self.chunked {
-            while let Some(line) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let size = std::str::from_utf8(&self.buf[..line])
+            // Every complete chunk, then one drain (a read may carry many chunks).
+            let mut at = 0;
+            while let Some(line) = find(&self.buf[at..], b"\r\n") {
+                let size = std::str::from_utf8(&self.buf[at..at + line])
                     .ok()
                     .and_then(|h| usize::from_str_radix(h, 16).ok())
                     .ok_or("bad chunk size")?;
-                if self.buf.len() < line + 2 + size + 2 {
+                let data = at + line + 2;
+                if self.buf.len() < data + size + 2 {
                     break;
                 }
-                self.body
-                    .extend_from_slice(&self.buf[line + 2..line + 2 + size]);
-                self.buf.drain(..line + 2 + size + 2);
+                self.body.extend_from_slice(&self.buf[data..data + size]);
+                at = data + size + 2;
             }
+            self.buf.drain(..at);
         } else {
             self.body.append(&mut self.buf);
         }
         let mut start = 0;
-        while let Some(i) = self.body[start..].windows(2).position(|w| w == b"\n\n") {
-            let block = String::from_utf8_lossy(&self.body[start..start + i]);
+        while let Some(i) = find(&self.body[start..], b"\n\n") {
+            let block = &self.body[start..start + i];
             start += i + 2;
-            if block.starts_with(':') || block.contains("event: ") {
+            if block.starts_with(b":") || find(block, b"event: ").is_some() {
                 continue;
             }
-            let data: Vec<&str> = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .collect();
-            out.push(data.join("\n"));
+            let mut text = String::new();
+            for line in block.split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if let Some(data) = line.strip_prefix(b"data: ") {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(&String::from_utf8_lossy(data));
+                }
+            }
+            out.push(text);
         }
         self.body.drain(..start);
         Ok(())
     }
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 fn sse(o: &Opts) -> Results {
@@ -1693,4 +1707,42 @@ fn http(o: &Opts) -> Results {
         .num("server_cpu_s", cpu)
         .num("client_cpu_s", client_cpu);
     Ok(vec![(human, line)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunked stream's head, a `ready` event, a comment and three message events (one of
+    /// two data lines), read in pieces of every size: the same texts come out in order.
+    #[test]
+    fn event_reader_splits_chunks_and_events_at_any_read_boundary() {
+        let mut stream = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for event in [
+            &b"retry: 3000\nevent: ready\ndata: ep-0\n\n"[..],
+            b": keepalive\n\n",
+            b"id: ep-1\ndata: p0 00000001 x\n\n",
+            b"id: ep-2\ndata: two\ndata: lines\n\nid: ep-3\ndata: p1 00000002\n\n",
+        ] {
+            stream.extend_from_slice(format!("{:x}\r\n", event.len()).as_bytes());
+            stream.extend_from_slice(event);
+            stream.extend_from_slice(b"\r\n");
+        }
+        for piece in 1..=stream.len() {
+            let mut reader = EventReader::default();
+            let mut texts = Vec::new();
+            for part in stream.chunks(piece) {
+                reader.push(part, &mut texts).unwrap();
+            }
+            assert_eq!(
+                texts,
+                ["p0 00000001 x", "two\nlines", "p1 00000002"],
+                "pieces of {piece}"
+            );
+            assert!(reader.buf.is_empty() && reader.body.is_empty());
+        }
+        let mut reader = EventReader::default();
+        let err = reader.push(b"HTTP/1.1 404 Not Found\r\n\r\n", &mut Vec::new());
+        assert!(err.is_err());
+    }
 }
