@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use parlor_tests::{both, eventually, parse_metrics, server::workspace_root, Kind, Server};
-use parlor_tests::{PROMPT, SETUP_COMMAND};
+use parlor_tests::{request, PROMPT, SETUP_COMMAND};
 
 both!(
     stream_head_and_live_events,
@@ -19,6 +19,7 @@ both!(
     http10_is_close_delimited,
     shutdown_ends_streams,
     metrics_count_streams,
+    pipelined_publishes_reach_every_stream_whole_and_in_order,
     eventsource_npm_client,
 );
 
@@ -382,6 +383,89 @@ fn metrics_count_streams(kind: Kind) {
     eventually(PROMPT, "the closed stream leaves the gauge", || {
         (metric("parlor_sse_streams") == 1).then_some(())
     });
+}
+
+/// Many publishes handled in one burst (pipelined on one connection, so the server takes them in
+/// as few reads as it likes and writes each stream what a turn queued at once, past the
+/// vectored write's buffer cap): every stream gets exactly the bytes of one event per message,
+/// in publish order, each chunk whole; nothing is merged, split, lost or repeated.
+fn pipelined_publishes_reach_every_stream_whole_and_in_order(kind: Kind) {
+    const N: usize = 300;
+    let s = Server::start(kind);
+    let mut chunked = Sse::open(&s, "/events?room=burst", &[]);
+    let mut json = Sse::open(&s, "/events?room=burst&format=json", &[]);
+    let mut close_delimited = Sse::open_version(&s, "/events?room=burst", &[], "HTTP/1.0");
+    for sse in [&mut chunked, &mut json, &mut close_delimited] {
+        assert_eq!(sse.event().kind, "ready");
+        assert!(
+            sse.raw.is_empty() && sse.body.is_empty(),
+            "only the head and ready"
+        );
+    }
+    let mut publisher = s.client();
+    let mut burst = Vec::new();
+    for i in 0..N {
+        let headers = [("Content-Type", "text/plain; charset=utf-8")];
+        let body = format!("m{i}");
+        burst.extend(request(
+            "POST",
+            "/publish?room=burst",
+            &s.host(),
+            &headers,
+            body.as_bytes(),
+        ));
+    }
+    publisher.send(&burst);
+    let cursors: Vec<String> = (0..N)
+        .map(|_| {
+            let r = publisher.read_response();
+            r.assert_status(200);
+            r.cursor()
+        })
+        .collect();
+
+    // The exact bytes: one chunk per event on HTTP/1.1, the bare events on HTTP/1.0.
+    let mut want_chunked = Vec::new();
+    let mut want_plain = Vec::new();
+    for (i, c) in cursors.iter().enumerate() {
+        let event = format!("id: {c}\ndata: m{i}\n\n");
+        want_chunked.extend(format!("{:x}\r\n{event}\r\n", event.len()).into_bytes());
+        want_plain.extend(event.into_bytes());
+    }
+    for (sse, want) in [
+        (&mut chunked, want_chunked),
+        (&mut close_delimited, want_plain),
+    ] {
+        let deadline = Instant::now() + PROMPT;
+        while sse.raw.len() < want.len() {
+            assert!(
+                sse.fill(deadline),
+                "{} of {} bytes",
+                sse.raw.len(),
+                want.len()
+            );
+        }
+        assert!(
+            sse.raw == want,
+            "stream bytes differ from one event per message in order:\n{}",
+            String::from_utf8_lossy(&sse.raw)
+        );
+        sse.raw.clear();
+    }
+    for (i, c) in cursors.iter().enumerate() {
+        let e = json.event();
+        assert_eq!(e.id.as_ref(), Some(c));
+        let v: serde_json::Value = serde_json::from_str(&e.data).expect("JSON event");
+        assert_eq!(
+            (v["cursor"].as_str(), v["text"].as_str()),
+            (Some(c.as_str()), Some(format!("m{i}").as_str()))
+        );
+    }
+    for sse in [&mut chunked, &mut json, &mut close_delimited] {
+        if let Some(e) = sse.next(Duration::from_millis(100)) {
+            panic!("nothing more expected, got {e:?}");
+        }
+    }
 }
 
 /// The `eventsource` npm package (what many Node services use) against the server, through a

@@ -12,6 +12,11 @@ use parlor_os::{Flushed, WriteQueue};
 
 use crate::{EventLoop, PROGRAM, READS_PER_WAKE};
 
+/// Bytes queued for one connection during a turn past which they are written at once instead of
+/// at the end of the turn: bounds what a turn holds back (and what the core counts as unsent
+/// for a reader that keeps up) while leaving ordinary turns to coalesce.
+const FLUSH_EARLY_BYTES: usize = 64 * 1024;
+
 /// One socket and what is queued for it.
 pub(crate) struct Conn {
     stream: TcpStream,
@@ -91,7 +96,7 @@ impl EventLoop {
                         parlor_os::report_adapter_bug(PROGRAM, self.server.handle_eof(id, now));
                     }
                     // Else: the close is waiting for its bytes to be written.
-                    self.settle(now);
+                    self.settle_answer(id, now);
                     return;
                 }
                 Ok(n) => {
@@ -99,7 +104,7 @@ impl EventLoop {
                         let data = &self.buf[..n];
                         let result = self.server.handle_data(id, data, now);
                         parlor_os::report_adapter_bug(PROGRAM, result);
-                        self.settle(now);
+                        self.settle_answer(id, now);
                     }
                     // Else: the core is done with this connection; discard.
                 }
@@ -115,15 +120,34 @@ impl EventLoop {
         self.pending_read.push_back(id);
     }
 
-    /// Drains the core's outputs and writes what they queued, until neither has more to do.
+    /// Drains the core's outputs and carries them out: bytes are queued, and the connections
+    /// that got some are remembered in `dirty`, to be written at the end of the turn
+    /// ([`flush_dirty`](Self::flush_dirty)), so that everything one turn queues for a connection
+    /// (the events of several publishes on a stream, above all) leaves in one vectored write.
     pub(crate) fn settle(&mut self, now: Instant) {
         if let Some(log) = &self.shared_log {
             log.submit(&mut self.server);
         }
+        while let Some(output) = self.server.poll_output() {
+            self.carry_out(output, now);
+        }
+    }
+
+    /// After an input from `id`: carries out the core's outputs and writes `id`'s own answer at
+    /// once (a request's response does not wait for the rest of the turn); what went to other
+    /// connections waits for [`flush_dirty`](Self::flush_dirty).
+    fn settle_answer(&mut self, id: ConnId, now: Instant) {
+        self.settle(now);
+        self.flush(id, now);
+    }
+
+    /// The end of a turn: writes every connection that got bytes (or a close) during it, each
+    /// with as few vectored writes as its queue needs, until the core has nothing more to say
+    /// (closing a connection may give outputs). Runs before every wait, so nothing queued
+    /// waits for the next readiness event: a lone message still leaves in the turn that made it.
+    pub(crate) fn flush_dirty(&mut self, now: Instant) {
         loop {
-            while let Some(output) = self.server.poll_output() {
-                self.carry_out(output, now);
-            }
+            self.settle(now);
             if self.dirty.is_empty() {
                 return;
             }
@@ -157,6 +181,11 @@ impl EventLoop {
                         self.dirty.push(id);
                     }
                     c.queue.push(data);
+                    // A turn that says a lot to one connection (a burst of publishes to a
+                    // stream) writes it as it goes rather than holding it all to the end.
+                    if c.queue.len_bytes() >= FLUSH_EARLY_BYTES && !c.writable_interest {
+                        self.flush(id, now);
+                    }
                 }
             }
             Output::Close { .. } => {

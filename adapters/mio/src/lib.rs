@@ -11,12 +11,18 @@
 //!    accept until `WouldBlock` (listener). Readiness is edge-triggered and may be spurious, so
 //!    every read and write simply runs until the socket says `WouldBlock`.
 //! 3. After **every** input to the core, drain [`Server::poll_output`] and carry each output
-//!    out: queue bytes (written with one vectored write per burst), close after flushing, close
-//!    now, pause or resume reading (a paused socket's events are still looked at: an error such
-//!    as a reset closes it at once). Then flush the connections that got bytes and tell the core
-//!    what reached the socket ([`Server::handle_flushed`]), which is how it enforces the cap on
-//!    unsent bytes of a client that stopped reading.
+//!    out: queue bytes, close after flushing, close now, pause or resume reading (a paused
+//!    socket's events are still looked at: an error such as a reset closes it at once). The
+//!    connection whose input it was gets its answer written at once; the others that got bytes
+//!    are remembered.
 //! 4. Call [`Server::handle_timeout`] once its deadline has passed.
+//! 5. End the turn by writing every remembered connection: all it was given during the turn
+//!    in one vectored write (up to [`MAX_IOVECS`](parlor_os::MAX_IOVECS) buffers; more writes
+//!    only when there is more), so a stream that several publishes reached in one turn gets
+//!    one write, one segment and one reader wake-up for all of them. Nothing waits past the
+//!    turn (no timer, no delay), and a connection given more than 64 KiB in one turn is
+//!    written as it goes. Every write is reported to the core ([`Server::handle_flushed`]),
+//!    which is how it enforces the cap on unsent bytes of a client that stopped reading.
 //!
 //! Work per wake-up is bounded: a connection gets at most [`READS_PER_WAKE`] reads of 64 KiB and
 //! the listener at most [`ACCEPTS_PER_WAKE`] accepts before the others get their turn; whatever
@@ -190,6 +196,8 @@ impl Serve for EventLoop {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
+            // The end of the previous turn: write what it queued, once per connection.
+            self.flush_dirty(now);
             // Drained: every answer written, nothing unread; peers need not close first.
             if self.grace.is_over(now, self.server.is_drained()) {
                 return Ok(());

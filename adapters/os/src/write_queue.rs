@@ -15,6 +15,8 @@ pub const MAX_IOVECS: usize = 64;
 #[derive(Debug, Default)]
 pub struct WriteQueue {
     queue: VecDeque<Bytes>,
+    /// The bytes in `queue` not yet written.
+    len: usize,
 }
 
 /// How [`WriteQueue::write_with`] stopped.
@@ -32,8 +34,14 @@ impl WriteQueue {
     /// Queues `data` after what is already queued (an empty buffer is ignored).
     pub fn push(&mut self, data: Bytes) {
         if !data.is_empty() {
+            self.len += data.len();
             self.queue.push_back(data);
         }
+    }
+
+    /// The bytes queued and not yet written.
+    pub fn len_bytes(&self) -> usize {
+        self.len
     }
 
     /// Whether nothing is left to write.
@@ -81,6 +89,7 @@ impl WriteQueue {
 
     /// Drops the first `n` queued bytes (written).
     fn consume(&mut self, mut n: usize) {
+        self.len -= n.min(self.len);
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {
                 return;
@@ -111,6 +120,7 @@ mod tests {
     #[test]
     fn partial_writes_resume_mid_buffer_in_order() {
         let mut q = queue(&[b"hello ", b"", b"big ", b"world"]);
+        assert_eq!(q.len_bytes(), 15);
         let mut out = Vec::new();
         // The socket takes 5 bytes per write, then is full.
         let mut budget = 12;
@@ -131,6 +141,7 @@ mod tests {
         assert_eq!((n, how), (12, Flushed::Blocked));
         assert_eq!(out, b"hello big wo");
         assert!(!q.is_empty());
+        assert_eq!(q.len_bytes(), 3);
         let (n, how) = q.write_with(|slices| {
             let len = slices.iter().map(|s| s.len()).sum();
             for s in slices {
@@ -141,6 +152,7 @@ mod tests {
         assert_eq!((n, how), (3, Flushed::All));
         assert_eq!(out, b"hello big world");
         assert!(q.is_empty());
+        assert_eq!(q.len_bytes(), 0);
     }
 
     #[test]
