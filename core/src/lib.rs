@@ -21,20 +21,23 @@
 //! * [`Server`] (`server.rs`): the `handle_*` inputs and `poll_*` outputs, and shutdown;
 //!   `server/dispatch.rs` reads and routes requests, `server/carry.rs` carries out what a route
 //!   decided, including a publish's fan-out.
-//! * `routes/`: the `Route` of a request from its path, the methods each
-//!   allows, and the handlers (`subscribe.rs`, `publish.rs`), which return what to do.
+//! * `routes/`: the `Route` of a request from its path, the methods each allows, and the
+//!   handlers (`subscribe.rs`, `events.rs`, `publish.rs`), which return what to do.
 //! * `conn/`: the connection states and every transition between them (`mod.rs`, with the
 //!   state diagram; `held.rs`, a held poll; `stream.rs`, an event stream; `waiting.rs`, a
 //!   request waiting for the shared log), the table's bookkeeping (`table.rs`), the
 //!   per-address cap behind a proxy (`proxied.rs`) and the invariant check (`check.rs`).
 //! * `log.rs`: the message log, in memory or shared: what the core keeps of the exchange with a
-//!   broker and the rules of each room's cache; `server/shared.rs` drives it
+//!   broker and the rules of each room's cache; `server/shared.rs` and `server/cache.rs` drive it
 //!   ([`Server::poll_broker`], [`Server::handle_broker`]). The contract is [`broker`].
 //! * `timers.rs`: deadlines, at most one per connection, in one ordered set.
 //! * `room.rs`: rooms, their bounded history and their waiters; `cursor.rs`: the cursor a
 //!   client holds, parsed and displayed in one place.
 //! * `batch.rs`: encoding a poll's answer (one message as text, a batch as JSON).
-//! * `cors.rs`: the origin allow-list; `rate.rs`: the publish token bucket.
+//! * `cors.rs`: the origin allow-list; `origin.rs`: scheme, host and port as the same-origin
+//!   rule compares them; `forwarded/`: the client and origin behind a trusted proxy (the
+//!   `Forwarded` syntax in `header.rs`); `rate.rs`: the publish token bucket.
+//! * `sse.rs`: the bytes of an event stream.
 //! * `page.rs`: the chat page's files and their CSP; `metrics.rs`: the counters and their
 //!   Prometheus text.
 //! * `form.rs`: query strings, form and JSON publish bodies.
