@@ -1,8 +1,10 @@
 //! Small text formats of the API: query strings, form bodies, the publish body, JSON strings.
 
+use std::borrow::Cow;
+
 /// The first value of `key` in a query string or form body, percent-decoded (`+` is a space).
 /// `Err(())` when the value's percent-encoding is broken or it is not UTF-8.
-pub(crate) fn field(query: &[u8], key: &str) -> Result<Option<String>, ()> {
+pub(crate) fn field<'a>(query: &'a [u8], key: &str) -> Result<Option<Cow<'a, str>>, ()> {
     for pair in query.split(|&b| b == b'&') {
         let (k, v) = match pair.iter().position(|&b| b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),
@@ -15,7 +17,15 @@ pub(crate) fn field(query: &[u8], key: &str) -> Result<Option<String>, ()> {
             k == key.as_bytes()
         };
         if matches {
-            return String::from_utf8(decode(v)?).map(Some).map_err(|_| ());
+            // Borrowed when nothing needs decoding (the common case): no allocation.
+            if !v.iter().any(|&b| b == b'%' || b == b'+') {
+                return std::str::from_utf8(v)
+                    .map(|v| Some(Cow::Borrowed(v)))
+                    .map_err(|_| ());
+            }
+            return String::from_utf8(decode(v)?)
+                .map(|v| Some(Cow::Owned(v)))
+                .map_err(|_| ());
         }
     }
     Ok(None)
@@ -129,7 +139,10 @@ pub(crate) fn publish_body(media: Media, body: Vec<u8>) -> Result<Publish, Refus
                 .map_err(|()| (400, "form field is not valid UTF-8 or percent-encoding"))?
                 .ok_or((400, "missing message field"))?;
             let id = field(&body, "id").map_err(|()| (400, "invalid id field"))?;
-            Ok(Publish { message, id })
+            Ok(Publish {
+                message: message.into_owned(),
+                id: id.map(Cow::into_owned),
+            })
         }
         Media::Json => {
             std::str::from_utf8(&body).map_err(|_| NOT_UTF8)?;
@@ -186,7 +199,14 @@ mod tests {
         let q = b"room=a%2Db&since=abc-1&x&msg=hello+world%21";
         assert_eq!(field(q, "room"), Ok(Some("a-b".into())));
         assert_eq!(field(q, "since"), Ok(Some("abc-1".into())));
-        assert_eq!(field(q, "x"), Ok(Some(String::new())));
+        assert_eq!(field(q, "x"), Ok(Some("".into())));
+        // Nothing to decode: borrowed, no copy; still checked as UTF-8.
+        assert!(matches!(
+            field(q, "since"),
+            Ok(Some(Cow::Borrowed("abc-1")))
+        ));
+        assert!(matches!(field(q, "room"), Ok(Some(Cow::Owned(_)))));
+        assert_eq!(field(b"a=\xff", "a"), Err(()));
         assert_eq!(field(q, "msg"), Ok(Some("hello world!".into())));
         assert_eq!(field(q, "none"), Ok(None));
         assert_eq!(field(b"a=%zz", "a"), Err(()));

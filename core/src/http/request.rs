@@ -243,14 +243,17 @@ impl RequestReader {
             State::Failed => None,
             State::Head { .. } => match self.read_head(limits)? {
                 Err(e) => Some(Err(e)),
-                Ok(()) => self.read_body(limits),
+                Ok(Some(request)) => Some(Ok(ReadEvent::Request(request))),
+                Ok(None) => self.read_body(limits),
             },
             State::Body { .. } => self.read_body(limits),
         }
     }
 
-    /// Finds and parses a head. `None`: more bytes needed. `Ok`: the state is now `Body`.
-    fn read_head(&mut self, limits: &Limits) -> Option<Result<(), HttpError>> {
+    /// Finds and parses a head. `None`: more bytes needed. `Ok(Some)`: the whole request, its
+    /// body of known length already buffered (the state is `Head` again: no `Body` state, no
+    /// boxed request on the common path). `Ok(None)`: the state is now `Body`.
+    fn read_head(&mut self, limits: &Limits) -> Option<Result<Option<Request>, HttpError>> {
         let State::Head { searched, line_end } = &mut self.state else {
             return None;
         };
@@ -285,15 +288,26 @@ impl RequestReader {
                 self.failed_origin = request.headers.origin;
                 Some(Err(e))
             }
-            Ok((request, Ok(framing))) => {
+            Ok((mut request, Ok(framing))) => {
                 self.pos += end;
                 self.begun = false;
+                if let Body::Length(n) = framing {
+                    if self.buf.len() - self.pos >= n {
+                        request.body = self.buf[self.pos..self.pos + n].to_vec();
+                        self.pos += n;
+                        self.state = State::Head {
+                            searched: 0,
+                            line_end: None,
+                        };
+                        return Some(Ok(Some(request)));
+                    }
+                }
                 self.state = State::Body {
                     request: Box::new(request),
                     framing,
                     continue_sent: false,
                 };
-                Some(Ok(()))
+                Some(Ok(None))
             }
         }
     }

@@ -108,9 +108,34 @@ impl<'a> Response<'a> {
 
     /// Encodes the whole response into one buffer.
     pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(160 + self.body.len());
+        // At its exact size: one allocation, and `Bytes::from` then needs no shared header
+        // of its own (it allocates one for a vector with spare capacity).
+        let len = self.encoded_len();
+        let mut out = Vec::with_capacity(len);
         self.encode_into(&mut out);
+        debug_assert_eq!(out.len(), len, "Response::encoded_len is off");
         Bytes::from(out)
+    }
+
+    /// The length of [`encode`](Self::encode)'s output, computed without encoding.
+    pub fn encoded_len(&self) -> usize {
+        let mut len = b"HTTP/1.1 ".len() + decimal_len(u64::from(self.status));
+        len += 1 + reason_phrase(self.status).len() + 2;
+        if let Some(ct) = self.content_type {
+            len += b"Content-Type: ".len() + ct.len() + 2;
+        }
+        if self.status != 204 {
+            len += b"Content-Length: ".len() + decimal_len(self.body.len() as u64) + 2;
+        }
+        len += FIXED_HEADERS.len();
+        for (name, value) in self.headers {
+            len += name.len() + 2 + value.len() + 2;
+        }
+        len += self.persist.header().len() + 2;
+        if !self.head_only && self.status != 204 {
+            len += self.body.len();
+        }
+        len
     }
 
     /// Appends the encoded response to `out`.
@@ -154,6 +179,11 @@ impl<'a> Response<'a> {
         out.extend_from_slice(self.persist.header());
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// How many decimal digits `n` has.
+pub fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// Appends the decimal digits of `n`.

@@ -1,6 +1,8 @@
 //! `GET /events`: open a Server-Sent Events stream on a room, replaying what the client's cursor
 //! has not seen (the bytes are `sse.rs`).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use crate::cursor::Since;
@@ -32,7 +34,7 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
     let query = request.query().unwrap_or("").as_bytes();
     let json = matches!(form::field(query, "format"), Ok(Some(f)) if f == "json");
     let since = match request.headers.last_event_id.as_deref() {
-        Some(id) if !id.is_empty() => Some(id.to_owned()),
+        Some(id) if !id.is_empty() => Some(Cow::Borrowed(id)),
         _ => match form::field(query, "since") {
             Ok(s) => s,
             Err(()) => return Action::reject(400, "invalid cursor"),

@@ -10,6 +10,8 @@ pub(crate) mod events;
 pub(crate) mod publish;
 pub(crate) mod subscribe;
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use crate::config::Config;
@@ -173,10 +175,10 @@ pub(crate) struct Ctx<'a> {
 
 /// The room named in the query (default `main`), checked but not created: a room comes into
 /// being only for a request that passed every other check ([`create_room`]).
-pub(crate) fn room_name(request: &Request) -> Result<String, Action> {
+pub(crate) fn room_name(request: &Request) -> Result<Cow<'_, str>, Action> {
     let name = form::field(request.query().unwrap_or("").as_bytes(), "room")
         .map_err(|()| Action::reject(400, "invalid room name"))?;
-    let name = name.unwrap_or_else(|| "main".to_owned());
+    let name = name.unwrap_or(Cow::Borrowed("main"));
     if !room::valid_room(&name) {
         return Err(Action::reject(400, "invalid room name"));
     }
@@ -185,7 +187,7 @@ pub(crate) fn room_name(request: &Request) -> Result<String, Action> {
 
 /// The room named `name`, created if needed; `503` when every room is in use.
 pub(crate) fn create_room(ctx: &Ctx<'_>, rooms: &mut Rooms, name: &str) -> Result<usize, Action> {
-    rooms.create(name, ctx.epoch).ok_or(Action::Reject {
+    rooms.create(name, ctx.epoch).ok_or_else(|| Action::Reject {
         status: 503,
         reason: "too many rooms",
         header: Some(("Retry-After", crate::conn::RETRY_AFTER_SECS.to_string())),

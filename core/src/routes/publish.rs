@@ -1,5 +1,6 @@
 //! `POST /publish`: check and decode the message, rate-limit the sender, append it to its room.
 
+use std::fmt::Write;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -40,12 +41,14 @@ pub(crate) fn handle(
     if let Err(action) = check_origin(ctx, &request, "cross-origin publish not allowed") {
         return action;
     }
+    // Taken out first: the room's name below borrows the request.
+    let body = std::mem::take(&mut request.body);
     let name = match room_name(&request) {
         Ok(n) => n,
         Err(action) => return action,
     };
     let wants_json = wants_json(&request);
-    let body = match read_body(ctx, &mut request) {
+    let body = match read_body(ctx, &request, body) {
         Ok(b) => b,
         Err(action) => return action,
     };
@@ -149,9 +152,9 @@ fn wants_json(request: &Request) -> bool {
 }
 
 /// Decodes the body by its media type and checks the message and its id.
-fn read_body(ctx: &Ctx<'_>, request: &mut Request) -> Result<form::Publish, Action> {
+fn read_body(ctx: &Ctx<'_>, request: &Request, body: Vec<u8>) -> Result<form::Publish, Action> {
     let media = form::Media::of(request.headers.content_type.as_deref());
-    let body = form::publish_body(media, std::mem::take(&mut request.body))
+    let body = form::publish_body(media, body)
         .map_err(|(status, reason)| Action::reject(status, reason))?;
     if body.message.trim().is_empty() {
         return Err(Action::reject(400, "empty message"));
@@ -176,20 +179,32 @@ pub(crate) fn encode_answer(
     json: bool,
     origin: Option<&str>,
 ) -> Bytes {
-    let cursor = cursor.to_string();
-    let (content_type, body) = if json {
-        (
-            response::APPLICATION_JSON,
-            format!("{{\"cursor\":\"{cursor}\"}}"),
-        )
+    // The cursor and the body in one buffer: the cursor (a header's value) first, the body
+    // after it (the cursor again, as text or JSON).
+    let mut text = String::with_capacity(2 * cursor_len(cursor) + 16);
+    let _ = write!(text, "{cursor}");
+    let cursor_end = text.len();
+    let content_type = if json {
+        let _ = write!(text, "{{\"cursor\":\"{cursor}\"}}");
+        response::APPLICATION_JSON
     } else {
-        (response::TEXT_PLAIN, format!("{cursor}\n"))
+        let _ = writeln!(text, "{cursor}");
+        response::TEXT_PLAIN
     };
-    let headers = poll_headers(&cursor, 0, "", false, origin);
+    let (cursor, body) = text.split_at(cursor_end);
+    let headers = poll_headers(cursor, 0, "", false, origin);
     Response {
         headers: &headers,
         persist,
         ..Response::new(200, Some(content_type), body.as_bytes())
     }
     .encode()
+}
+
+/// The length of a cursor's text.
+fn cursor_len(cursor: Cursor<'_>) -> usize {
+    match cursor {
+        Cursor::Start => 1,
+        Cursor::At { epoch, seq } => epoch.len() + 1 + response::decimal_len(seq),
+    }
 }

@@ -1,5 +1,7 @@
 //! `GET /subscribe`: answer at once with what the room has after the cursor, or hold the poll.
 
+use std::borrow::Cow;
+
 use crate::batch::Batch;
 use crate::cursor::Since;
 use crate::form;
@@ -18,7 +20,7 @@ pub(crate) fn handle(ctx: &Ctx<'_>, rooms: &mut Rooms, request: &Request) -> Act
             .is_some_and(form::accepts_json);
     let since = match form::field(query, "since") {
         Ok(Some(s)) => Some(s),
-        Ok(None) => request.headers.last_event_id.clone(),
+        Ok(None) => request.headers.last_event_id.as_deref().map(Cow::Borrowed),
         Err(()) => return Action::reject(400, "invalid cursor"),
     };
     // A poll holds a slot: a foreign page may not hold them any more than publish.

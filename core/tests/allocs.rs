@@ -1,0 +1,167 @@
+//! Allocations per request and heap bytes per held poll, counted by a global allocator: the
+//! regression tests of issue 15's per-request and per-connection costs. Counts are exact and
+//! deterministic (unlike timings): each bound below is the count measured when it was set, with
+//! a little room, so a change that adds an allocation to the hot paths fails here.
+// A counting global allocator needs `unsafe impl GlobalAlloc`: test code only, every call
+// forwarded to the system allocator.
+#![allow(unsafe_code)]
+
+mod sim;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use parlor_core::{Config, ConnId, Output, Server};
+use sim::{get_req, publish_req};
+
+struct Counting;
+
+thread_local! {
+    /// Allocation calls (`alloc`, `alloc_zeroed`, `realloc`) made by this thread.
+    static CALLS: Cell<usize> = const { Cell::new(0) };
+    /// Live bytes allocated by this thread.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(calls: usize, delta: isize) {
+    let _ = CALLS.try_with(|c| c.set(c.get() + calls));
+    let _ = LIVE.try_with(|c| c.set(c.get() + delta));
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only counters are updated.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(1, layout.size() as isize);
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(0, -(layout.size() as isize));
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(1, layout.size() as isize);
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(1, new_size as isize - layout.size() as isize);
+        // SAFETY: forwarded as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn calls() -> usize {
+    CALLS.with(Cell::get)
+}
+
+fn live() -> isize {
+    LIVE.with(Cell::get)
+}
+
+/// A server driven directly, as an adapter would: sends reported flushed at once.
+struct Bare {
+    server: Server,
+    now: Instant,
+    /// Bytes received by the connections, dropped as they come (only counted).
+    received: usize,
+}
+
+impl Bare {
+    fn new(config: Config) -> Bare {
+        #[allow(clippy::disallowed_methods)] // the test picks the virtual clock's origin
+        let now = Instant::now();
+        Bare {
+            server: Server::new(config, sim::EPOCH_MS, now),
+            now,
+            received: 0,
+        }
+    }
+
+    fn accept(&mut self) -> ConnId {
+        self.server
+            .handle_accept(IpAddr::V4(Ipv4Addr::LOCALHOST), self.now)
+    }
+
+    fn feed(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.server.handle_data(conn, bytes, self.now).unwrap();
+        while let Some(out) = self.server.poll_output() {
+            if let Output::Send { conn, data } = out {
+                self.received += data.len();
+                self.server
+                    .handle_flushed(conn, data.len(), self.now)
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Allocation calls per request for `rounds` requests on one keep-alive connection, after
+/// `warm` requests made the room, the metrics and the buffers exist.
+fn calls_per_request(request: impl Fn(usize) -> Vec<u8>, warm: usize, rounds: usize) -> f64 {
+    let mut bare = Bare::new(Config::default());
+    let c = bare.accept();
+    for i in 0..warm {
+        bare.feed(c, &request(i));
+    }
+    let requests: Vec<Vec<u8>> = (warm..warm + rounds).map(&request).collect();
+    let before = calls();
+    for r in &requests {
+        bare.feed(c, r);
+    }
+    let used = calls() - before;
+    assert!(bare.received > 0);
+    used as f64 / rounds as f64
+}
+
+#[test]
+fn a_keep_alive_get_allocates_little() {
+    let per = calls_per_request(|_| get_req("/").into_bytes(), 20, 200);
+    eprintln!("GET /: {per} allocation calls per request");
+    // The target and the `Host` value, owned by the request.
+    assert!(per <= 2.05, "GET /: {per} allocation calls per request");
+}
+
+#[test]
+fn a_publish_allocates_little() {
+    // Past the history's message cap (1,000 by default), so the history no longer grows.
+    let history = Config::default().history_messages;
+    let per = calls_per_request(
+        |i| publish_req("r", &format!("message {i}")).into_bytes(),
+        history + 20,
+        500,
+    );
+    eprintln!("POST /publish: {per} allocation calls per request");
+    // The target, `Host` and `Content-Type` values; the body (kept as the message); the cursor
+    // and body text of the answer; the encoded answer.
+    assert!(
+        per <= 6.05,
+        "POST /publish: {per} allocation calls per request"
+    );
+}
+
+#[test]
+fn a_held_poll_costs_few_heap_bytes_in_the_core() {
+    let mut bare = Bare::new(Config::default());
+    // The room exists and the server's tables have grown past the connections measured.
+    let warm: Vec<ConnId> = (0..2_000).map(|_| bare.accept()).collect();
+    for &c in &warm {
+        bare.feed(c, get_req("/subscribe?room=r").as_bytes());
+    }
+    let request = get_req("/subscribe?room=r");
+    let n = 1_000;
+    let before = live();
+    for _ in 0..n {
+        let c = bare.accept();
+        bare.feed(c, request.as_bytes());
+    }
+    let per = (live() - before) as f64 / n as f64;
+    eprintln!("held poll: {per} live heap bytes in the core");
+    assert!(per <= 480.0, "held poll: {per} live heap bytes in the core");
+}
