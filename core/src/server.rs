@@ -166,7 +166,7 @@ impl Server {
             epoch_ms,
             start: now,
             last_now: now,
-            conns: Conns::new(&config),
+            conns: Conns::new(&config, now),
             rooms: Rooms::new(config.max_rooms, config.room_idle, now),
             cors: Cors::new(config.allow_origins.clone()),
             rate: RateLimit::new(config.publish_rate, config.publish_burst),

@@ -6,7 +6,7 @@
 //! the connection's [`Deadline`]; when the entry fires early it re-files itself.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::ConnId;
 
@@ -28,45 +28,81 @@ pub(crate) enum TimerKind {
     Broker,
 }
 
-/// A connection's side of its deadline.
+/// A connection's side of its deadline. Times are [`Ticks`] (16 bytes less per connection than
+/// two `Instant`s and an `Option`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Deadline {
-    /// The connection's entry in the timer set, and its kind.
-    entry: Option<(Instant, TimerKind)>,
+    /// The connection's entry in the timer set, if armed.
+    at: Ticks,
+    /// The kind of the armed entry; `None`: no entry (`at` and `due` mean nothing then).
+    kind: Option<TimerKind>,
     /// When the timer is really due: later than its entry when a keep-alive or head deadline
     /// was pushed back without touching the set (the entry then re-files itself when it fires).
-    due: Instant,
+    due: Ticks,
 }
 
 impl Deadline {
     /// No deadline.
-    pub fn none(now: Instant) -> Deadline {
+    pub fn none() -> Deadline {
         Deadline {
-            entry: None,
-            due: now,
+            at: 0,
+            kind: None,
+            due: 0,
         }
     }
 
     /// The kind of the armed deadline, if any.
     pub fn kind(&self) -> Option<TimerKind> {
-        self.entry.map(|(_, k)| k)
+        self.kind
     }
 }
 
+/// A time as nanoseconds since the timers' origin (the server's start): 8 bytes, where an
+/// `Instant` takes 16. Enough for 584 years.
+pub(crate) type Ticks = u64;
+
 /// Every connection's deadline, ordered.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Timers {
-    set: BTreeSet<(Instant, ConnId)>,
+    /// Entries keyed by `(deadline, conn)`: 16 bytes each.
+    set: BTreeSet<(Ticks, ConnId)>,
+    /// What tick 0 is. No time the core sees is earlier (its clock never goes backwards).
+    origin: Instant,
 }
 
 impl Timers {
+    /// No deadlines; times are counted from `origin`.
+    pub fn new(origin: Instant) -> Timers {
+        Timers {
+            set: BTreeSet::new(),
+            origin,
+        }
+    }
+
+    /// `t` as ticks (a time before the origin, which the core never sees, counts as tick 0).
+    fn ticks(&self, t: Instant) -> Ticks {
+        let nanos = t.saturating_duration_since(self.origin).as_nanos();
+        Ticks::try_from(nanos).unwrap_or(Ticks::MAX)
+    }
+
+    /// Ticks back to a time.
+    fn instant(&self, t: Ticks) -> Instant {
+        self.origin + Duration::from_nanos(t)
+    }
+
     /// Arms (`Some`) or disarms (`None`) the deadline of connection `id`.
     pub fn set(&mut self, id: ConnId, d: &mut Deadline, timer: Option<(Instant, TimerKind)>) {
-        if let Some((old, _)) = d.entry {
-            self.set.remove(&(old, id));
+        let timer = timer.map(|(at, kind)| (self.ticks(at), kind));
+        self.set_ticks(id, d, timer);
+    }
+
+    fn set_ticks(&mut self, id: ConnId, d: &mut Deadline, timer: Option<(Ticks, TimerKind)>) {
+        if d.kind.is_some() {
+            self.set.remove(&(d.at, id));
         }
-        d.entry = timer;
+        d.kind = timer.map(|(_, kind)| kind);
         if let Some((at, _)) = timer {
+            d.at = at;
             d.due = at;
             self.set.insert((at, id));
         }
@@ -76,23 +112,25 @@ impl Timers {
     /// kind that is not later, only its due time moves: a keep-alive connection answering
     /// request after request then touches the timer set once per timeout, not twice per request.
     pub fn push_back(&mut self, id: ConnId, d: &mut Deadline, kind: TimerKind, due: Instant) {
-        match d.entry {
-            Some((at, k)) if k == kind && at <= due => d.due = due,
-            _ => self.set(id, d, Some((due, kind))),
+        let due = self.ticks(due);
+        match d.kind {
+            Some(k) if k == kind && d.at <= due => d.due = due,
+            _ => self.set_ticks(id, d, Some((due, kind))),
         }
     }
 
     /// When the earliest entry is due, if there is one.
     pub fn next(&self) -> Option<Instant> {
-        self.set.first().map(|&(t, _)| t)
+        self.set.first().map(|&(t, _)| self.instant(t))
     }
 
-    /// The earliest entry, if it is due at `now`.
-    pub fn expired(&self, now: Instant) -> Option<(Instant, ConnId)> {
+    /// The connection of the earliest entry, if it is due at `now`.
+    pub fn expired(&self, now: Instant) -> Option<ConnId> {
+        let now = self.ticks(now);
         self.set
             .first()
             .filter(|&&(deadline, _)| deadline <= now)
-            .copied()
+            .map(|&(_, id)| id)
     }
 
     /// Fires the entry of `id` at `now`: disarms it and returns its kind, or re-files it and
@@ -100,25 +138,26 @@ impl Timers {
     pub fn fire(&mut self, id: ConnId, d: &mut Deadline, now: Instant) -> Option<TimerKind> {
         let kind = d.kind();
         let due = d.due;
-        self.set(id, d, None);
+        self.set_ticks(id, d, None);
         let kind = kind?;
-        if due > now {
+        if due > self.ticks(now) {
             // Pushed back meanwhile: file the entry again at its real deadline.
-            self.set(id, d, Some((due, kind)));
+            self.set_ticks(id, d, Some((due, kind)));
             return None;
         }
         Some(kind)
     }
 
-    /// Removes the entry of a connection whose slot is gone (it should have none).
-    pub fn forget(&mut self, at: Instant, id: ConnId) {
-        self.set.remove(&(at, id));
+    /// Removes the earliest entry, which belongs to a connection whose slot is gone (it should
+    /// have none).
+    pub fn forget_first(&mut self) {
+        self.set.pop_first();
     }
 
     /// Whether a connection's deadline is filed (for the invariant check).
     pub fn holds(&self, id: ConnId, d: &Deadline) -> bool {
-        match d.entry {
-            Some((at, _)) => self.set.contains(&(at, id)),
+        match d.kind {
+            Some(_) => self.set.contains(&(d.at, id)),
             None => true,
         }
     }

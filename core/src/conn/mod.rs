@@ -158,7 +158,7 @@ impl Conns {
             reader: RequestReader::new(),
             state: State::Open,
             unsent: 0,
-            deadline: Deadline::none(now),
+            deadline: Deadline::none(),
             rearm: false,
             paused: false,
             eof: false,
@@ -418,6 +418,24 @@ impl Conns {
             rooms.remove_stream(stream.room, stream.slot);
             self.streams -= 1;
             self.proxied.release(id);
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    /// Every connection, a held poll above all, costs its slot: keep it small (issue 15: 208
+    /// bytes before the reader, the deadline and the states were shrunk).
+    #[test]
+    fn a_connection_slot_is_small() {
+        use std::mem::size_of;
+        let sizes = [
+            ("Conn", size_of::<super::Conn>(), 152),
+            ("RequestReader", size_of::<crate::http::RequestReader>(), 56),
+            ("Deadline", size_of::<crate::timers::Deadline>(), 24),
+            ("State", size_of::<super::State>(), 40),
+        ];
+        for (what, size, bound) in sizes {
+            assert!(size <= bound, "{what}: {size} bytes, more than {bound}");
         }
     }
 }

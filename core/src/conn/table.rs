@@ -28,10 +28,10 @@ pub(crate) enum Received {
 }
 
 impl Conns {
-    pub fn new(config: &Config) -> Conns {
+    pub fn new(config: &Config, now: Instant) -> Conns {
         Conns {
             slab: Slab::new(),
-            timers: Timers::default(),
+            timers: Timers::new(now),
             outputs: VecDeque::new(),
             per_ip: HashMap::new(),
             ready: Vec::new(),
@@ -123,9 +123,9 @@ impl Conns {
     /// The next deadline due at `now`, disarmed, and its kind. Entries that were pushed back
     /// are re-filed on the way.
     pub fn next_expired(&mut self, now: Instant) -> Option<(ConnId, TimerKind)> {
-        while let Some((at, id)) = self.timers.expired(now) {
+        while let Some(id) = self.timers.expired(now) {
             let Some(c) = self.slab.get_mut(id.0) else {
-                self.timers.forget(at, id);
+                self.timers.forget_first();
                 continue;
             };
             if let Some(kind) = self.timers.fire(id, &mut c.deadline, now) {

@@ -90,18 +90,41 @@ pub enum ReadEvent {
 enum State {
     /// Looking for the end of a head; `searched` bytes (from the read position) hold none, and
     /// the request line ends at `line_end` once its newline has been seen.
+    /// (`NO_LINE_END` until then). `begun`: empty lines were skipped before the request line,
+    /// so a request has begun (its head deadline runs) though nothing of it is buffered.
     Head {
         searched: usize,
-        line_end: Option<usize>,
+        line_end: usize,
+        begun: bool,
     },
-    /// The head is parsed; reading its body.
-    Body {
-        request: Box<Request>,
-        framing: Body,
-        continue_sent: bool,
+    /// The head is parsed; reading its body (boxed: most requests arrive whole and never get
+    /// here, and every connection's reader is as large as its largest state).
+    Body(Box<Reading>),
+    /// An error was returned; nothing more is read. `head`: the refused request was a `HEAD`
+    /// (its answer has no body); `origin`: its `Origin`, if its head was parsed (CORS headers).
+    Failed {
+        head: bool,
+        origin: Option<Box<str>>,
     },
-    /// An error was returned; nothing more is read.
-    Failed,
+}
+
+/// A request whose body is being read.
+#[derive(Debug)]
+struct Reading {
+    request: Request,
+    framing: Body,
+    continue_sent: bool,
+}
+
+/// `State::Head`'s `line_end` before the request line's newline has been seen.
+const NO_LINE_END: usize = usize::MAX;
+
+impl State {
+    const FRESH_HEAD: State = State::Head {
+        searched: 0,
+        line_end: NO_LINE_END,
+        begun: false,
+    };
 }
 
 /// Largest empty buffer kept between two requests of a connection.
@@ -117,13 +140,6 @@ pub struct RequestReader {
     /// Read position in `buf`: bytes before it are consumed.
     pos: usize,
     state: State,
-    /// The request the reader refused was a `HEAD` (its answer has no body).
-    failed_head: bool,
-    /// The `Origin` of the request the reader refused, if its head was parsed (CORS headers).
-    failed_origin: Option<String>,
-    /// Empty lines were skipped before the next request line: a request has begun (its head
-    /// deadline runs) though nothing of it is buffered.
-    begun: bool,
 }
 
 impl Default for RequestReader {
@@ -139,19 +155,13 @@ impl RequestReader {
         RequestReader {
             buf: Vec::new(),
             pos: 0,
-            state: State::Head {
-                searched: 0,
-                line_end: None,
-            },
-            failed_head: false,
-            failed_origin: None,
-            begun: false,
+            state: State::FRESH_HEAD,
         }
     }
 
     /// Appends bytes received from the peer.
     pub fn push(&mut self, data: &[u8]) {
-        if matches!(self.state, State::Failed) || data.is_empty() {
+        if matches!(self.state, State::Failed { .. }) || data.is_empty() {
             return;
         }
         if self.pos > 0 && (self.pos == self.buf.len() || self.pos >= self.buf.len() / 2) {
@@ -179,9 +189,9 @@ impl RequestReader {
     /// and is not complete yet.
     pub fn in_request(&self) -> bool {
         match self.state {
-            State::Head { .. } => self.begun || self.buffered() > 0,
-            State::Body { .. } => true,
-            State::Failed => false,
+            State::Head { begun, .. } => begun || self.buffered() > 0,
+            State::Body(_) => true,
+            State::Failed { .. } => false,
         }
     }
 
@@ -190,24 +200,27 @@ impl RequestReader {
     pub fn is_head(&self) -> bool {
         match &self.state {
             State::Head { .. } => self.buf[self.pos..].starts_with(b"HEAD "),
-            State::Body { request, .. } => request.method == Method::Head,
-            State::Failed => self.failed_head,
+            State::Body(reading) => reading.request.method == Method::Head,
+            State::Failed { head, .. } => *head,
         }
     }
 
     /// The `Origin` of the request the reader refused, when its head was parsed.
     pub fn failed_origin(&self) -> Option<&str> {
-        self.failed_origin.as_deref()
+        match &self.state {
+            State::Failed { origin, .. } => origin.as_deref(),
+            _ => None,
+        }
     }
 
     /// Whether a request's head has been read and its body has not arrived in full.
     pub fn head_complete(&self) -> bool {
-        matches!(self.state, State::Body { .. })
+        matches!(self.state, State::Body(_))
     }
 
     /// Whether the reader returned an error and stopped.
     pub fn is_failed(&self) -> bool {
-        matches!(self.state, State::Failed)
+        matches!(self.state, State::Failed { .. })
     }
 
     /// The next event, or `None` when more bytes are needed (or the reader failed).
@@ -215,11 +228,17 @@ impl RequestReader {
         let result = self.step(limits);
         match &result {
             Some(Err(_)) => {
-                self.failed_head = self.is_head();
-                if let State::Body { request, .. } = &mut self.state {
-                    self.failed_origin = request.headers.origin.take();
+                if !self.is_failed() {
+                    let head = self.is_head();
+                    let origin = match &mut self.state {
+                        State::Body(reading) => reading.request.headers.origin.take(),
+                        _ => None,
+                    };
+                    self.state = State::Failed {
+                        head,
+                        origin: origin.map(String::into_boxed_str),
+                    };
                 }
-                self.state = State::Failed;
                 self.buf = Vec::new();
                 self.pos = 0;
             }
@@ -240,13 +259,13 @@ impl RequestReader {
 
     fn step(&mut self, limits: &Limits) -> Option<Result<ReadEvent, HttpError>> {
         match self.state {
-            State::Failed => None,
+            State::Failed { .. } => None,
             State::Head { .. } => match self.read_head(limits)? {
                 Err(e) => Some(Err(e)),
                 Ok(Some(request)) => Some(Ok(ReadEvent::Request(request))),
                 Ok(None) => self.read_body(limits),
             },
-            State::Body { .. } => self.read_body(limits),
+            State::Body(_) => self.read_body(limits),
         }
     }
 
@@ -254,23 +273,30 @@ impl RequestReader {
     /// body of known length already buffered (the state is `Head` again: no `Body` state, no
     /// boxed request on the common path). `Ok(None)`: the state is now `Body`.
     fn read_head(&mut self, limits: &Limits) -> Option<Result<Option<Request>, HttpError>> {
-        let State::Head { searched, line_end } = &mut self.state else {
+        let State::Head {
+            searched,
+            line_end,
+            begun,
+        } = &mut self.state
+        else {
             return None;
         };
         if *searched == 0 {
             // RFC 9112 §2.2: ignore empty lines before a request line.
             while self.pos < self.buf.len() && matches!(self.buf[self.pos], b'\r' | b'\n') {
                 self.pos += 1;
-                self.begun = true;
+                *begun = true;
             }
         }
         let data = &self.buf[self.pos..];
-        let found = find_head_end(data, searched, line_end);
+        let mut line = (*line_end != NO_LINE_END).then_some(*line_end);
+        let found = find_head_end(data, searched, &mut line);
+        *line_end = line.unwrap_or(NO_LINE_END);
         // Which cap is passed must not depend on how the bytes arrived. Byte by byte, the request
         // line passes its cap at byte `max_line + 1` and the head its cap at byte `max_head + 1`:
         // when both are passed, the one passed first is reported, and a request line over its
         // cap is refused even when the whole head arrived at once.
-        let line_len = line_end.unwrap_or(data.len());
+        let line_len = line.unwrap_or(data.len());
         let max_line = limits.max_uri + REQUEST_LINE_SLACK;
         let line_over = line_len > max_line;
         let head_over = found.unwrap_or(data.len()) > limits.max_head;
@@ -284,29 +310,27 @@ impl RequestReader {
         match parse_head(&data[..end], limits) {
             Err(e) => Some(Err(e)),
             Ok((request, Err(e))) => {
-                // `next_event` still sees a head starting with `HEAD ` in the buffer.
-                self.failed_origin = request.headers.origin;
+                self.state = State::Failed {
+                    head: request.method == Method::Head,
+                    origin: request.headers.origin.map(String::into_boxed_str),
+                };
                 Some(Err(e))
             }
             Ok((mut request, Ok(framing))) => {
                 self.pos += end;
-                self.begun = false;
                 if let Body::Length(n) = framing {
                     if self.buf.len() - self.pos >= n {
                         request.body = self.buf[self.pos..self.pos + n].to_vec();
                         self.pos += n;
-                        self.state = State::Head {
-                            searched: 0,
-                            line_end: None,
-                        };
+                        self.state = State::FRESH_HEAD;
                         return Some(Ok(Some(request)));
                     }
                 }
-                self.state = State::Body {
-                    request: Box::new(request),
+                self.state = State::Body(Box::new(Reading {
+                    request,
                     framing,
                     continue_sent: false,
-                };
+                }));
                 Some(Ok(None))
             }
         }
@@ -314,14 +338,14 @@ impl RequestReader {
 
     /// Reads as much body as has arrived. `None`: more bytes needed.
     fn read_body(&mut self, limits: &Limits) -> Option<Result<ReadEvent, HttpError>> {
-        let State::Body {
+        let State::Body(reading) = &mut self.state else {
+            return None;
+        };
+        let Reading {
             request,
             framing,
             continue_sent,
-        } = &mut self.state
-        else {
-            return None;
-        };
+        } = &mut **reading;
         let done = match framing {
             Body::Length(n) => {
                 let n = *n;
@@ -341,16 +365,10 @@ impl RequestReader {
             }
         };
         if done {
-            let State::Body { request, .. } = std::mem::replace(
-                &mut self.state,
-                State::Head {
-                    searched: 0,
-                    line_end: None,
-                },
-            ) else {
+            let State::Body(reading) = std::mem::replace(&mut self.state, State::FRESH_HEAD) else {
                 unreachable!("state was checked above")
             };
-            return Some(Ok(ReadEvent::Request(*request)));
+            return Some(Ok(ReadEvent::Request(reading.request)));
         }
         if request.headers.expect_continue && !*continue_sent {
             *continue_sent = true;
