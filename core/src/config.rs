@@ -167,6 +167,18 @@ impl Config {
                 return Err(ConfigError::invalid(flag, "must be at least 1"));
             }
         }
+        // A connection slot keeps room indexes and waiter slots as `u32` (conn/held.rs).
+        for (flag, value) in [
+            ("max_connections", self.max_connections),
+            ("max_rooms", self.max_rooms),
+        ] {
+            if u32::try_from(value).is_err() {
+                return Err(ConfigError::invalid(
+                    flag,
+                    format!("{value} is more than the most supported, {}", u32::MAX),
+                ));
+            }
+        }
         if self.limits.max_headers > MAX_HEADERS_CAP {
             return Err(ConfigError::invalid(
                 "limits.max_headers",
@@ -351,6 +363,23 @@ mod tests {
         );
         c.limits.max_headers = MAX_HEADERS_CAP;
         c.validate().unwrap();
+        // Rooms and connections are numbered in 32 bits in a connection's slot.
+        for (field, set) in [
+            (
+                "max_connections",
+                (|c, n| c.max_connections = n) as fn(&mut Config, usize),
+            ),
+            ("max_rooms", |c, n| c.max_rooms = n),
+        ] {
+            let mut c = Config::default();
+            set(&mut c, u32::MAX as usize);
+            c.validate().unwrap();
+            set(&mut c, u32::MAX as usize + 1);
+            assert_eq!(
+                c.validate().unwrap_err().to_string(),
+                format!("{field}: 4294967296 is more than the most supported, 4294967295")
+            );
+        }
         let e = Config {
             history_bytes: 100,
             max_message_bytes: 101,

@@ -80,7 +80,7 @@ impl Timers {
     }
 
     /// `t` as ticks (a time before the origin, which the core never sees, counts as tick 0).
-    fn ticks(&self, t: Instant) -> Ticks {
+    pub fn ticks(&self, t: Instant) -> Ticks {
         let nanos = t.saturating_duration_since(self.origin).as_nanos();
         Ticks::try_from(nanos).unwrap_or(Ticks::MAX)
     }
@@ -88,6 +88,11 @@ impl Timers {
     /// Ticks back to a time.
     fn instant(&self, t: Ticks) -> Instant {
         self.origin + Duration::from_nanos(t)
+    }
+
+    /// Ticks back to a time; `None` for `Ticks::MAX` ("never").
+    pub fn time_of(&self, t: Ticks) -> Option<Instant> {
+        (t != Ticks::MAX).then(|| self.instant(t))
     }
 
     /// Arms (`Some`) or disarms (`None`) the deadline of connection `id`.

@@ -14,10 +14,10 @@ impl Conns {
             if let State::Streaming(st) = c.state {
                 streaming += 1;
                 let w = rooms
-                    .try_get(st.room)
+                    .try_get(st.room())
                     .ok_or(format!("conn {k}: streaming in a freed room"))?
                     .streams
-                    .get(st.slot)
+                    .get(st.slot())
                     .ok_or(format!("conn {k}: stream slot missing"))?;
                 if w.conn != ConnId(k) {
                     return Err(format!("conn {k}: stream slot names conn {}", w.conn.0));
@@ -29,10 +29,10 @@ impl Conns {
             if let State::Held(h) = c.state {
                 held += 1;
                 let w = rooms
-                    .try_get(h.room)
+                    .try_get(h.room())
                     .ok_or(format!("conn {k}: held in a freed room"))?
                     .waiters
-                    .get(h.slot)
+                    .get(h.slot())
                     .ok_or(format!("conn {k}: held slot missing"))?;
                 if w.conn != ConnId(k) {
                     return Err(format!("conn {k}: slot names conn {}", w.conn.0));

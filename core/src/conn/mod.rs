@@ -415,7 +415,7 @@ impl Conns {
         };
         if let State::Streaming(stream) = c.state {
             c.state = State::Open;
-            rooms.remove_stream(stream.room, stream.slot);
+            rooms.remove_stream(stream.room(), stream.slot());
             self.streams -= 1;
             self.proxied.release(id);
         }
@@ -429,10 +429,10 @@ mod tests {
     fn a_connection_slot_is_small() {
         use std::mem::size_of;
         let sizes = [
-            ("Conn", size_of::<super::Conn>(), 152),
+            ("Conn", size_of::<super::Conn>(), 144),
             ("RequestReader", size_of::<crate::http::RequestReader>(), 56),
             ("Deadline", size_of::<crate::timers::Deadline>(), 24),
-            ("State", size_of::<super::State>(), 40),
+            ("State", size_of::<super::State>(), 32),
         ];
         for (what, size, bound) in sizes {
             assert!(size <= bound, "{what}: {size} bytes, more than {bound}");

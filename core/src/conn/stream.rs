@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::held::small_index;
 use super::{Conns, Settings, State};
 use crate::room::Rooms;
-use crate::timers::TimerKind;
+use crate::timers::{Ticks, TimerKind};
 use crate::ConnId;
 
 /// The constant bytes of an event stream's framing, handed over by the route (`sse.rs`).
@@ -26,11 +27,39 @@ pub(crate) struct StreamBytes {
 /// An open event stream: where it sits in its room, and when it must end.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Stream {
-    pub room: usize,
-    pub slot: usize,
-    pub bytes: &'static StreamBytes,
-    /// When the stream is ended (its maximum age), if ever.
-    pub ends: Option<Instant>,
+    /// The room and the stream's slot in it (`u32`: see [`small_index`]).
+    room: u32,
+    slot: u32,
+    bytes: &'static StreamBytes,
+    /// When the stream is ended (its maximum age), in the timers' [`Ticks`]; `NEVER`: no
+    /// maximum age. 8 bytes, where an `Option<Instant>` takes 16.
+    ends: Ticks,
+}
+
+/// `Stream::ends` of a stream without a maximum age.
+const NEVER: Ticks = Ticks::MAX;
+
+impl Stream {
+    /// A stream in slot `slot` of `room`, framed by `bytes`; its maximum age is set when it
+    /// opens ([`Conns::stream`]).
+    pub fn new(room: usize, slot: usize, bytes: &'static StreamBytes) -> Stream {
+        Stream {
+            room: small_index(room),
+            slot: small_index(slot),
+            bytes,
+            ends: NEVER,
+        }
+    }
+
+    /// The room the stream listens in.
+    pub fn room(&self) -> usize {
+        self.room as usize
+    }
+
+    /// The stream's slot in its room.
+    pub fn slot(&self) -> usize {
+        self.slot as usize
+    }
 }
 
 /// What a stream's deadline asks for (see [`Conns::stream_due`]).
@@ -61,7 +90,7 @@ impl Conns {
     ) {
         let s = self.settings;
         if !s.sse_max_age.is_zero() {
-            stream.ends = Some(now + s.sse_max_age);
+            stream.ends = self.timers.ticks(now + s.sse_max_age);
         }
         let c = &mut self.slab[id.0];
         c.state = State::Streaming(stream);
@@ -69,7 +98,7 @@ impl Conns {
         self.streams += 1;
         self.set_timer(
             id,
-            Some((heartbeat_due(s, stream.ends, now), TimerKind::Heartbeat)),
+            Some((self.heartbeat_due(stream, now), TimerKind::Heartbeat)),
         );
         self.send(id, start, rooms);
     }
@@ -81,7 +110,7 @@ impl Conns {
         let s = self.settings;
         if let Some(c) = self.slab.get_mut(id.0) {
             if let State::Streaming(stream) = c.state {
-                let due = heartbeat_due(s, stream.ends, now);
+                let due = heartbeat_due(s, self.timers.time_of(stream.ends), now);
                 self.timers
                     .push_back(id, &mut c.deadline, TimerKind::Heartbeat, due);
             }
@@ -93,7 +122,7 @@ impl Conns {
         let State::Streaming(stream) = self.slab.get(id.0)?.state else {
             return None;
         };
-        if stream.ends.is_some_and(|end| end <= now) {
+        if stream.ends != NEVER && stream.ends <= self.timers.ticks(now) {
             self.end_stream(id, rooms, now);
             return Some(StreamDue::Ended);
         }
@@ -114,6 +143,13 @@ impl Conns {
             self.send(id, Bytes::from_static(end), rooms);
         }
         self.close(id, rooms, now);
+    }
+}
+
+impl Conns {
+    /// [`heartbeat_due`] of `stream`.
+    fn heartbeat_due(&self, stream: Stream, now: Instant) -> Instant {
+        heartbeat_due(self.settings, self.timers.time_of(stream.ends), now)
     }
 }
 

@@ -83,15 +83,15 @@ impl Server {
                         reset: wait.reset,
                     },
                 );
-                let hold = Hold {
-                    room: wait.room,
+                let hold = Hold::new(
+                    wait.room,
                     slot,
-                    after: wait.after,
-                    since_all: wait.since_all,
-                    reset: wait.reset,
+                    wait.after,
+                    wait.since_all,
+                    wait.reset,
                     persist,
-                    cors: wait.cors,
-                };
+                    wait.cors,
+                );
                 self.conns.hold(id, hold, now);
             }
             Action::Stream(open) => {
@@ -102,12 +102,7 @@ impl Server {
                 });
                 // In use now: out of the idle set.
                 rooms.refile(open.room);
-                let stream = Stream {
-                    room: open.room,
-                    slot,
-                    bytes: sse::stream_bytes(open.chunked),
-                    ends: None,
-                };
+                let stream = Stream::new(open.room, slot, sse::stream_bytes(open.chunked));
                 self.conns.metrics.events_sent += open.events;
                 self.conns.stream(id, stream, open.start, rooms, now);
             }
@@ -139,7 +134,7 @@ impl Server {
         let Some(hold) = self.conns.release_hold(id, &mut self.rooms) else {
             return;
         };
-        let epoch = &self.rooms.get(hold.room).epoch;
+        let epoch = &self.rooms.get(hold.room()).epoch;
         // An empty epoch: a shared room with nothing in the log, so everything is ahead.
         let cursor = if hold.since_all || epoch.is_empty() {
             Cursor::Start
