@@ -29,16 +29,19 @@ pub(crate) enum TimerKind {
 }
 
 /// A connection's side of its deadline. Times are [`Ticks`] (16 bytes less per connection than
-/// two `Instant`s and an `Option`).
+/// two `Instant`s and an `Option`), and the struct is packed to 4-byte alignment: 20 bytes,
+/// not 24, so the connection's slot packs its small fields around it. Fields are only read and
+/// written by value.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, packed(4))]
 pub(crate) struct Deadline {
     /// The connection's entry in the timer set, if armed.
     at: Ticks,
-    /// The kind of the armed entry; `None`: no entry (`at` and `due` mean nothing then).
-    kind: Option<TimerKind>,
     /// When the timer is really due: later than its entry when a keep-alive or head deadline
     /// was pushed back without touching the set (the entry then re-files itself when it fires).
     due: Ticks,
+    /// The kind of the armed entry; `None`: no entry (`at` and `due` mean nothing then).
+    kind: Option<TimerKind>,
 }
 
 impl Deadline {

@@ -429,9 +429,9 @@ mod tests {
     fn a_connection_slot_is_small() {
         use std::mem::size_of;
         let sizes = [
-            ("Conn", size_of::<super::Conn>(), 144),
+            ("Conn", size_of::<super::Conn>(), 136),
             ("RequestReader", size_of::<crate::http::RequestReader>(), 56),
-            ("Deadline", size_of::<crate::timers::Deadline>(), 24),
+            ("Deadline", size_of::<crate::timers::Deadline>(), 20),
             ("State", size_of::<super::State>(), 32),
         ];
         for (what, size, bound) in sizes {
