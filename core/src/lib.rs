@@ -83,6 +83,6 @@ pub use server::{ConnId, Error, Output, Server};
 /// API: hidden from the docs, no stability promise.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::http::{HttpError, Method, ReadEvent, Request, RequestReader, Version};
+    pub use crate::http::{HttpError, Method, ReadEvent, Request, RequestReader, Text, Version};
     pub use crate::response::{error, reason_phrase, Persist, Response, TEXT_PLAIN};
 }

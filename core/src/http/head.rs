@@ -56,13 +56,81 @@ pub enum Version {
     Http11,
 }
 
+/// A short piece of a request head (the target, `Host`, `Content-Type`): kept inline when it
+/// fits in 30 bytes, as most do (`text/plain; charset=utf-8` is 25), so a typical request allocates nothing for them; boxed
+/// otherwise. Reads as a `&str`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Text(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+/// Longest [`Text`] kept inline (the enum is then 32 bytes, a `String` and a word).
+const INLINE: usize = 30;
+
+impl Text {
+    /// The text as a `&str`.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Copied from a `&str` whole (see `From<&str>`): always valid UTF-8.
+            Repr::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
+                .expect("inline text is copied from a str"),
+            Repr::Heap(s) => s,
+        }
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        if s.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Text(Repr::Inline {
+                len: s.len() as u8,
+                bytes,
+            })
+        } else {
+            Text(Repr::Heap(s.into()))
+        }
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// The header fields Parlor uses, taken out of a request head.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers {
     /// `Host`
-    pub host: Option<String>,
+    pub host: Option<Text>,
     /// `Content-Type`
-    pub content_type: Option<String>,
+    pub content_type: Option<Text>,
     /// `Accept` (several fields joined with `, `)
     pub accept: Option<String>,
     /// `Origin`
@@ -82,7 +150,7 @@ pub struct Request {
     /// The method.
     pub method: Method,
     /// The request target exactly as sent (origin form, e.g. `/subscribe?room=a`).
-    pub target: String,
+    pub target: Text,
     /// The protocol version.
     pub version: Version,
     /// The header fields Parlor uses.
@@ -179,10 +247,10 @@ pub(super) fn parse_head(
     // RFC 9112 §3.2.2: of an absolute-form target, the authority replaces `Host`.
     let target = match absolute {
         Some((authority, path)) => {
-            headers.host = Some(authority.to_owned());
-            path
+            headers.host = Some(Text::from(authority));
+            Text::from(path.as_str())
         }
-        None => target.to_owned(),
+        None => Text::from(target),
     };
     let request = Request {
         method: Method::parse(method),
@@ -259,9 +327,9 @@ impl Fields {
             }
         } else if name.eq_ignore_ascii_case("host") {
             self.hosts += 1;
-            headers.host = Some(text(value)?);
+            headers.host = Some(Text::from(utf8(value)?));
         } else if name.eq_ignore_ascii_case("content-type") {
-            headers.content_type = Some(text(value)?);
+            headers.content_type = Some(Text::from(utf8(value)?));
         } else if name.eq_ignore_ascii_case("accept") {
             let value = text(value)?;
             headers.accept = Some(match headers.accept.take() {
@@ -417,7 +485,31 @@ pub(super) fn trim(v: &[u8]) -> &[u8] {
 }
 
 fn text(v: &[u8]) -> Result<String, HttpError> {
-    std::str::from_utf8(v)
-        .map(str::to_owned)
-        .map_err(|_| HttpError::new(400, "header value is not valid UTF-8"))
+    utf8(v).map(str::to_owned)
+}
+
+/// A header value as text, borrowed (`400` if it is not UTF-8).
+fn utf8(v: &[u8]) -> Result<&str, HttpError> {
+    std::str::from_utf8(v).map_err(|_| HttpError::new(400, "header value is not valid UTF-8"))
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::{Repr, Text, INLINE};
+
+    #[test]
+    fn short_text_is_inline_and_long_text_boxed_and_both_read_back() {
+        let short = "x".repeat(INLINE);
+        let long = "y".repeat(INLINE + 1);
+        for (s, inline) in [("", true), ("/", true), (&*short, true), (&*long, false)] {
+            let t = Text::from(s);
+            assert_eq!(matches!(t.0, Repr::Inline { .. }), inline, "{s:?}");
+            assert_eq!(t.as_str(), s);
+            assert_eq!(t, s);
+            assert_eq!(format!("{t:?}"), format!("{s:?}"));
+        }
+        // Multi-byte characters stay whole.
+        assert_eq!(Text::from("é/ü"), "é/ü");
+        assert_eq!(std::mem::size_of::<Text>(), 32);
+    }
 }

@@ -13,5 +13,5 @@ mod head;
 mod request;
 pub mod response;
 
-pub use head::{Method, Request, Version};
+pub use head::{Method, Request, Text, Version};
 pub use request::{HttpError, Limits, ReadEvent, RequestReader, MAX_HEADERS_CAP};
