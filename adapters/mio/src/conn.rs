@@ -28,11 +28,33 @@ pub(crate) struct Conn {
     paused: bool,
     /// A read returned 0: the peer will send nothing more.
     eof: bool,
+    /// How far the connection is in closing (one byte for what were two flags: the struct is
+    /// then 48 bytes, not 56).
+    close: Closing,
+}
+
+/// Where a connection is in closing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    /// Not closing.
+    No,
     /// The core said `Close`: close once `queue` is written.
-    closing: bool,
+    Flushing,
     /// `queue` was written after `Close`, and our sending side is shut down: reading only to see
     /// the peer close.
-    write_shut: bool,
+    Shut,
+}
+
+impl Conn {
+    /// The core said `Close` (the queue may still be being written).
+    fn closing(&self) -> bool {
+        self.close != Closing::No
+    }
+
+    /// Our sending side is shut down.
+    fn write_shut(&self) -> bool {
+        self.close == Closing::Shut
+    }
 }
 
 impl EventLoop {
@@ -61,8 +83,7 @@ impl EventLoop {
             writable_interest: false,
             paused: false,
             eof: false,
-            closing: false,
-            write_shut: false,
+            close: Closing::No,
         });
         // Over the connection cap the core has a 503 and a Close ready.
         self.settle(now);
@@ -77,7 +98,7 @@ impl EventLoop {
             if c.eof {
                 return;
             }
-            if c.paused && !c.closing {
+            if c.paused && !c.closing() {
                 // Not reading, but still watching: a reset (any socket error) frees the slot
                 // now rather than at the connection's next deadline.
                 if !matches!(c.stream.take_error(), Ok(None)) {
@@ -89,10 +110,10 @@ impl EventLoop {
             match c.stream.read(&mut self.buf) {
                 Ok(0) => {
                     c.eof = true;
-                    if c.write_shut {
+                    if c.write_shut() {
                         // Both directions are done.
                         self.drop_conn(id, now);
-                    } else if !c.closing {
+                    } else if !c.closing() {
                         parlor_os::report_adapter_bug(PROGRAM, self.server.handle_eof(id, now));
                     }
                     // Else: the close is waiting for its bytes to be written.
@@ -100,7 +121,7 @@ impl EventLoop {
                     return;
                 }
                 Ok(n) => {
-                    if !c.closing {
+                    if !c.closing() {
                         let data = &self.buf[..n];
                         let result = self.server.handle_data(id, data, now);
                         parlor_os::report_adapter_bug(PROGRAM, result);
@@ -176,7 +197,7 @@ impl EventLoop {
         };
         match output {
             Output::Send { data, .. } => {
-                if !data.is_empty() && !c.write_shut {
+                if !data.is_empty() && !c.write_shut() {
                     if c.queue.is_empty() {
                         self.dirty.push(id);
                     }
@@ -189,8 +210,8 @@ impl EventLoop {
                 }
             }
             Output::Close { .. } => {
-                if !c.closing {
-                    c.closing = true;
+                if !c.closing() {
+                    c.close = Closing::Flushing;
                     self.dirty.push(id);
                 }
             }
@@ -226,7 +247,7 @@ impl EventLoop {
         let Some(c) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
             return;
         };
-        if c.queue.is_empty() && c.closing && !c.write_shut {
+        if c.queue.is_empty() && c.closing() && !c.write_shut() {
             if c.eof {
                 // The peer already closed its side: nothing left to wait for.
                 self.drop_conn(id, now);
@@ -234,7 +255,7 @@ impl EventLoop {
             }
             // Send FIN, then wait for the peer's (reading and discarding what it still sends),
             // so unread bytes do not make the kernel reset the connection under the response.
-            c.write_shut = true;
+            c.close = Closing::Shut;
             if c.stream.shutdown(Shutdown::Write).is_err() {
                 self.drop_conn(id, now);
                 return;
@@ -273,5 +294,23 @@ impl EventLoop {
 
     fn report_closed(&mut self, id: ConnId, now: Instant) {
         parlor_os::report_adapter_bug(PROGRAM, self.server.handle_closed(id, now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    /// Every connection, a held poll above all, costs this slot beside the core's: keep it
+    /// small (issue 15). The socket, the write queue and four bytes of flags, no padding past
+    /// them: 48 bytes in a release build (mio's socket carries a selector id in debug builds).
+    #[test]
+    fn a_connection_slot_is_small() {
+        let parts = size_of::<mio::net::TcpStream>() + size_of::<parlor_os::WriteQueue>() + 4;
+        let size = size_of::<Option<super::Conn>>();
+        assert!(
+            size <= parts.next_multiple_of(8),
+            "Option<Conn>: {size} bytes"
+        );
     }
 }
