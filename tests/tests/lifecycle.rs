@@ -258,6 +258,20 @@ fn out_of_file_descriptors(kind: Kind) {
         "server used {used:?} of CPU in {:?} while out of file descriptors: spinning",
         t.elapsed()
     );
+    // Logged, exactly, and once for the whole episode (no accept has succeeded since: nothing
+    // was freed). The log is read from the server's stderr pipe by a thread, hence the wait.
+    let expected = parlor_os::testkit::binary::emfile_line(kind.name());
+    let accept_lines = || -> Vec<String> {
+        s.stderr()
+            .lines()
+            .filter(|l| l.contains("accept failed"))
+            .map(str::to_owned)
+            .collect()
+    };
+    parlor_tests::eventually(Duration::from_secs(10), "the accept error logged", || {
+        (!accept_lines().is_empty()).then_some(())
+    });
+    assert_eq!(accept_lines(), [expected]);
     // Free everything: the server serves new connections again.
     drop(waiting);
     parlor_tests::eventually(Duration::from_secs(10), "served again after EMFILE", || {
