@@ -152,6 +152,16 @@ fn every_status_line_has_its_reason_phrase() {
             "501 Not Implemented",
         ),
         ("GET / HTTP/2.0\r\nHost: h\r\n\r\n".into(), "505 HTTP Version Not Supported"),
+        ("GET /nowhere HTTP/1.1\r\nHost: h\r\n\r\n".into(), "404 Not Found"),
+        ("GET /healthz HTTP/1.1\r\n\r\n".into(), "400 Bad Request"),
+        (
+            "POST /publish?room=r HTTP/1.1\r\nHost: h\r\nContent-Length: 999999999\r\n\r\n".into(),
+            "413 Content Too Large",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "a".repeat(70_000)),
+            "431 Request Header Fields Too Large",
+        ),
     ];
     for (req, line) in cases {
         if line.starts_with("503") {
@@ -173,4 +183,31 @@ fn every_status_line_has_its_reason_phrase() {
     assert!(s
         .received(c)
         .starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
+    let c = s.connect();
+    s.feed(
+        c,
+        format!(
+            "GET /subscribe?room=r&since={} HTTP/1.1\r\nHost: h\r\n\r\n",
+            s.cursor(1)
+        ),
+    );
+    s.advance(Duration::from_secs(30));
+    let got = s.received(c);
+    assert!(
+        got.starts_with(b"HTTP/1.1 204 No Content\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // A server on loopback refuses a foreign Host (DNS rebinding).
+    let mut s = Sim::new(Config {
+        listen_loopback: true,
+        ..Config::default()
+    });
+    let (_, r) = s.request("GET /healthz HTTP/1.1\r\nHost: rebind.example\r\n\r\n");
+    assert!(
+        r.raw.starts_with(b"HTTP/1.1 421 Misdirected Request\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&r.raw)
+    );
 }

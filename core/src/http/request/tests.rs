@@ -181,6 +181,36 @@ fn chunk_data_without_crlf_is_400() {
 }
 
 #[test]
+fn a_bare_lf_may_end_chunk_data() {
+    let r =
+        one(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nq\n0\r\n\r\n");
+    assert_eq!(r.body, b"q");
+}
+
+/// A chunk-size line (extensions included) of `len` bytes before its `\n`.
+fn with_size_line(len: usize) -> Vec<u8> {
+    let mut input = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
+    input.resize(input.len() + len - 3, b'x');
+    input.extend_from_slice(b"\r\nq\r\n0\r\n\r\n");
+    input
+}
+
+#[test]
+fn a_chunk_size_line_may_be_1024_bytes_and_no_longer() {
+    // Exactly the cap before the `\n`: accepted, whole and byte by byte (where the line's first
+    // 1024 bytes arrive without their `\n`).
+    assert_eq!(one(&with_size_line(1024)).body, b"q");
+    // One byte more is 400, whether the `\n` has arrived (whole) or not yet (byte by byte).
+    let e = err(&with_size_line(1025));
+    assert_eq!((e.status, e.reason), (400, "chunk size line too long"));
+    // 1025 bytes without a `\n` at all, in one read.
+    let mut input = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
+    input.resize(input.len() + 1023, b'x');
+    let e = err(&input);
+    assert_eq!((e.status, e.reason), (400, "chunk size line too long"));
+}
+
+#[test]
 fn chunked_body_over_the_cap_is_413() {
     let limits = Limits {
         max_body: 8,
