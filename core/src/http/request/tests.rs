@@ -210,6 +210,37 @@ fn a_chunk_size_line_may_be_1024_bytes_and_no_longer() {
     assert_eq!((e.status, e.reason), (400, "chunk size line too long"));
 }
 
+/// A chunked body whose trailer section is one field line of `len` bytes before its `\n`,
+/// then the empty line (or, with `end` false, only the first `len` bytes, without a `\n`).
+fn with_trailer_line(len: usize, end: bool) -> Vec<u8> {
+    let mut input =
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nq\r\n0\r\n".to_vec();
+    let start = input.len();
+    input.extend_from_slice(b"X: ");
+    input.resize(start + len - 1, b'x');
+    if end {
+        input.extend_from_slice(b"\r\n\r\n");
+    } else {
+        input.push(b'x');
+    }
+    input
+}
+
+#[test]
+fn the_trailer_section_may_fill_the_head_cap_and_no_more() {
+    let max_head = Limits::default().max_head;
+    // A field line of `max_head - 2` bytes and its `\n`, then the empty line's `\r\n`: the
+    // section is exactly the cap. Accepted, whole and byte by byte (where the empty line's `\r`
+    // arrives alone, exactly at the cap).
+    assert_eq!(one(&with_trailer_line(max_head - 2, true)).body, b"q");
+    // One byte more is 431.
+    let e = err(&with_trailer_line(max_head - 1, true));
+    assert_eq!((e.status, e.reason), (431, "trailer section too large"));
+    // More than the cap without a `\n`, in one read.
+    let e = err(&with_trailer_line(max_head + 1, false));
+    assert_eq!((e.status, e.reason), (431, "trailer section too large"));
+}
+
 #[test]
 fn chunked_body_over_the_cap_is_413() {
     let limits = Limits {
