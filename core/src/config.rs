@@ -428,6 +428,50 @@ mod tests {
     }
 
     #[test]
+    fn each_rule_holds_exactly_at_its_boundary() {
+        // The unsent cap must hold one message escaped into JSON, headers included: exactly that
+        // is valid, one byte less is not.
+        let one_message = Config::default().max_message_bytes * JSON_ESCAPE_WORST
+            + JSON_MESSAGE_OVERHEAD
+            + ANSWER_OVERHEAD;
+        Config {
+            max_unsent_bytes: one_message,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(
+            field_at_fault(|c| c.max_unsent_bytes = one_message - 1),
+            "max_unsent_bytes"
+        );
+        // A burst of 0 is an error only with a rate limit.
+        Config {
+            publish_rate: 0,
+            publish_burst: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+        // The timeouts the list above leaves out.
+        assert_eq!(
+            field_at_fault(|c| c.sse_retry = Duration::ZERO),
+            "sse_retry"
+        );
+        assert_eq!(
+            field_at_fault(|c| c.sse_heartbeat = Duration::ZERO),
+            "sse_heartbeat"
+        );
+        assert_eq!(
+            field_at_fault(|c| c.broker_timeout = Duration::ZERO),
+            "broker_timeout"
+        );
+        // Hosts as `Host` carries them.
+        for good in ["chat.example", "127.0.0.1:8080", "[::1]:80", "a-b"] {
+            check_host(good).unwrap();
+        }
+    }
+
+    #[test]
     fn origins_are_scheme_host_and_port() {
         check_origin("https://chat.example.com").unwrap();
         check_origin("http://b.example:8080").unwrap();
