@@ -187,6 +187,27 @@ fn a_bare_lf_may_end_chunk_data() {
     assert_eq!(r.body, b"q");
 }
 
+#[test]
+fn a_chunked_body_is_consumed_to_its_last_byte() {
+    // Nothing of the request may stay behind in the buffer: the next request would begin
+    // with it (the server would wait for a head instead of idling).
+    for end in [
+        &b"0\r\nX: 1\r\n\r\n"[..],
+        b"0\r\n\r\n",
+        b"0\n\n",
+        b"0\nX: 1\n\n",
+    ] {
+        let mut input =
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nq\r\n".to_vec();
+        input.extend_from_slice(end);
+        let (out, _, reader) = drive(&[&input], Limits::default());
+        assert_eq!(out.len(), 1, "{end:?}");
+        assert_eq!(out[0].as_ref().unwrap().body, b"q");
+        assert_eq!(reader.buffered(), 0, "{end:?}");
+        assert!(!reader.in_request(), "{end:?}");
+    }
+}
+
 /// A chunk-size line (extensions included) of `len` bytes before its `\n`.
 fn with_size_line(len: usize) -> Vec<u8> {
     let mut input = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
