@@ -163,12 +163,17 @@ fn chunked_hex_sizes() {
 
 #[test]
 fn invalid_chunk_sizes_are_400() {
-    for size in [&b"zz"[..], b"", b"-1", b"1 2", b"0x5"] {
+    for size in [&b"zz"[..], b"", b"-1", b"1 2", b"0x5", b"1\r", b"1 ;x\r"] {
         let mut input =
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         input.extend_from_slice(size);
         input.extend_from_slice(b"\r\nabcde\r\n0\r\n\r\n");
-        assert_eq!(err(&input).status, 400, "size {size:?}");
+        let e = err(&input);
+        assert_eq!(
+            (e.status, e.reason),
+            (400, "invalid chunk size"),
+            "size {size:?}"
+        );
     }
 }
 
@@ -276,6 +281,12 @@ fn chunked_body_over_the_cap_is_413() {
     // A single huge chunk size is refused from the size line alone.
     let e = err_with(
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\n",
+        limits,
+    );
+    assert_eq!(e.status, 413);
+    // So is one that fits in a usize but not beside the body so far.
+    let e = err_with(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nq\r\nffffffffffffffff\r\n",
         limits,
     );
     assert_eq!(e.status, 413);
