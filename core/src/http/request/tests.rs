@@ -84,6 +84,24 @@ fn simple_get() {
 }
 
 #[test]
+fn every_method_is_told_apart() {
+    for (name, method) in [
+        ("GET", Method::Get),
+        ("HEAD", Method::Head),
+        ("POST", Method::Post),
+        ("PUT", Method::Put),
+        ("DELETE", Method::Delete),
+        ("OPTIONS", Method::Options),
+        ("PATCH", Method::Patch),
+        ("BREW", Method::Other),
+        ("get", Method::Other),
+    ] {
+        let r = one(format!("{name} / HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(r.method, method, "{name}");
+    }
+}
+
+#[test]
 fn headers_we_use_are_kept() {
     let r = one(
         b"POST /publish HTTP/1.1\r\nHost: h:8080\r\nContent-Type: text/plain\r\n\
