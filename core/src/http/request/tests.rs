@@ -390,6 +390,24 @@ fn garbage_is_400() {
 }
 
 #[test]
+fn an_asterisk_target_is_for_options_only() {
+    assert_eq!(one(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").target, "*");
+    for bad in [
+        &b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"OPTIONS x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"OPTIONS *x HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let e = err(bad);
+        assert_eq!(
+            (e.status, e.reason),
+            (400, "request target must be a path"),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
 fn absolute_form_targets_are_accepted() {
     // RFC 9112 §3.2.2: path and query from the target, the authority in place of Host.
     let r = one(b"GET http://Chat.Example:8080/subscribe?room=a HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -480,6 +498,12 @@ fn long_uri_is_414() {
     };
     let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(60));
     assert_eq!(err_with(long.as_bytes(), limits).status, 414);
+    // Exactly the cap is allowed, one byte more is not.
+    let at_cap = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(49));
+    let out = three_ways(at_cap.as_bytes(), limits);
+    assert_eq!(out[0].as_ref().unwrap().target.len(), 50);
+    let over = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(50));
+    assert_eq!(err_with(over.as_bytes(), limits).status, 414);
     // A request line that never ends is refused once it is clearly too long.
     let endless = format!("GET /{}", "a".repeat(500));
     assert_eq!(err_with(endless.as_bytes(), limits).status, 414);
