@@ -333,10 +333,26 @@ fn differing_content_lengths_are_400() {
 
 #[test]
 fn invalid_content_length_is_400() {
-    for v in ["-1", "+3", "3a", "", "0x10", "99999999999999999999"] {
+    for v in [
+        "-1",
+        "+3",
+        "3a",
+        "",
+        "0x10",
+        "99999999999999999999",
+        "00000000000000000003",
+    ] {
         let input = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {v}\r\n\r\n");
-        assert_eq!(err(input.as_bytes()).status, 400, "Content-Length {v:?}");
+        let e = err(input.as_bytes());
+        assert_eq!(
+            (e.status, e.reason),
+            (400, "invalid Content-Length"),
+            "Content-Length {v:?}"
+        );
     }
+    // Nineteen digits are read (twenty are not, above).
+    let r = one(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0000000000000000003\r\n\r\nabc");
+    assert_eq!(r.body, b"abc");
 }
 
 #[test]
