@@ -396,6 +396,11 @@ fn other_versions_are_505() {
 }
 
 #[test]
+fn an_error_displays_its_status_and_reason() {
+    assert_eq!(err(b"\x01\r\n\r\n").to_string(), "400 malformed request");
+}
+
+#[test]
 fn garbage_is_400() {
     assert_eq!(err(b"\x00\x01\x02 hello\r\n\r\n").status, 400);
     assert_eq!(err(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").status, 400);
