@@ -634,6 +634,38 @@ fn buffer_is_released_between_requests() {
     ));
     assert_eq!(reader.buffered(), 0);
     assert!(!reader.in_request());
+    // The buffer is kept for the connection's next request, and given back by `release`.
+    assert!(reader.buf.capacity() > 0);
+    reader.release();
+    assert_eq!(reader.buf.capacity(), 0);
+    // Not while part of a request is buffered.
+    reader.push(b"GET / HT");
+    reader.release();
+    assert_eq!(reader.buffered(), 8);
+}
+
+#[test]
+fn consumed_bytes_are_dropped_as_a_pipeline_goes_on() {
+    // Each read brings a request and a half, so a partial request is always buffered: the
+    // bytes already consumed must still be dropped (once they are half the buffer), or a
+    // long pipeline would grow the buffer without end.
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let stream = request.repeat(300);
+    let mut reader = RequestReader::new();
+    let mut answered = 0;
+    for read in stream.chunks(request.len() * 3 / 2) {
+        reader.push(read);
+        while let Some(ev) = reader.next_event(&Limits::default()) {
+            assert!(matches!(ev, Ok(ReadEvent::Request(_))));
+            answered += 1;
+        }
+        assert!(
+            reader.buf.len() <= 4 * request.len(),
+            "{} bytes buffered after {answered} requests",
+            reader.buf.len()
+        );
+    }
+    assert_eq!(answered, 300);
 }
 
 #[test]
