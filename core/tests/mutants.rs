@@ -233,3 +233,30 @@ fn a_request_begun_on_an_idle_connection_gets_the_head_timeout() {
     assert_eq!(r.status, 408);
     assert!(s.is_closed(c));
 }
+
+// --- http/request.rs ------------------------------------------------------------------------
+
+#[test]
+fn a_request_refused_after_its_head_parsed_keeps_its_cors_headers() {
+    const ORIGIN: &str = "https://ok.example";
+    let mut s = Sim::new(Config {
+        allow_origins: vec![ORIGIN.into()],
+        ..Config::default()
+    });
+    // The body is declared too large: the head parsed, the request is refused 413, and the
+    // browser must still be let to read why.
+    let too_large = |origin: &str| {
+        format!(
+            "POST /publish?room=r HTTP/1.1\r\nHost: h\r\nOrigin: {origin}\r\n\
+             Content-Length: 999999999\r\n\r\n"
+        )
+    };
+    let (_, r) = s.request(&too_large(ORIGIN));
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("Access-Control-Allow-Origin"), Some(ORIGIN));
+    assert_eq!(r.header("Vary"), Some("Origin"));
+    // An origin not on the list gets none.
+    let (_, r) = s.request(&too_large("https://other.example"));
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("Access-Control-Allow-Origin"), None);
+}
