@@ -45,6 +45,11 @@ fn three_ways(input: &[u8], limits: Limits) -> Vec<Outcome> {
     with_tail.extend_from_slice(tail);
     let (trailed, _, reader) = drive(&[&with_tail], limits);
     assert_eq!(whole, trailed, "trailing bytes changed the outcome");
+    assert_eq!(
+        whole_reader.is_failed(),
+        matches!(whole.last(), Some(Err(_))),
+        "the reader has failed exactly when it reported an error"
+    );
     if !whole_reader.is_failed() && !whole_reader.in_request() {
         // The next request's bytes are all still there, none consumed.
         assert_eq!(reader.buffered(), tail.len());
