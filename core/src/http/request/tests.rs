@@ -650,6 +650,36 @@ fn buffer_is_released_between_requests() {
 }
 
 #[test]
+fn a_buffer_up_to_4_kib_is_kept_for_the_next_request_a_larger_one_is_freed() {
+    // A request of `len` bytes (a body fills it up), alone in the buffer.
+    let request = |len: usize| {
+        let head = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0000\r\n\r\n".len();
+        let body = len - head;
+        let mut r =
+            format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {body:04}\r\n\r\n").into_bytes();
+        r.resize(len, b'b');
+        r
+    };
+    for (len, kept) in [(100, true), (4096, true), (4097, false), (10_000, false)] {
+        let mut reader = RequestReader::new();
+        reader.push(&request(len));
+        let capacity = reader.buf.capacity();
+        assert_eq!(capacity, len, "a Vec allocates exactly what one push needs");
+        assert!(matches!(
+            reader.next_event(&Limits::default()),
+            Some(Ok(ReadEvent::Request(_)))
+        ));
+        // Nothing of it stays behind.
+        assert_eq!(reader.buf.len(), 0, "{len}");
+        assert_eq!(
+            reader.buf.capacity(),
+            if kept { capacity } else { 0 },
+            "{len}"
+        );
+    }
+}
+
+#[test]
 fn consumed_bytes_are_dropped_as_a_pipeline_goes_on() {
     // Each read brings a request and a half, so a partial request is always buffered: the
     // bytes already consumed must still be dropped (once they are half the buffer), or a
