@@ -63,6 +63,12 @@ fn one(input: &[u8]) -> Request {
     out.into_iter().next().unwrap().unwrap()
 }
 
+fn one_with(input: &[u8], limits: Limits) -> Request {
+    let out = three_ways(input, limits);
+    assert_eq!(out.len(), 1, "expected one request from {input:?}: {out:?}");
+    out.into_iter().next().unwrap().unwrap()
+}
+
 fn err(input: &[u8]) -> HttpError {
     err_with(input, Limits::default())
 }
@@ -555,6 +561,43 @@ fn the_cap_reported_does_not_depend_on_arrival() {
     };
     let long_method = format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", "X".repeat(100));
     assert_eq!(err_with(long_method.as_bytes(), limits).status, 414);
+    // The line cap (16 + 64 slack) passed first, then the head cap (200): 414, also whole.
+    let limits = Limits {
+        max_head: 200,
+        max_uri: 16,
+        ..Limits::default()
+    };
+    let both = format!(
+        "{} / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+        "X".repeat(100),
+        "a".repeat(200)
+    );
+    assert_eq!(err_with(both.as_bytes(), limits).status, 414);
+}
+
+#[test]
+fn the_request_line_and_head_caps_hold_exactly() {
+    let limits = Limits {
+        max_head: 200,
+        max_uri: 16,
+        ..Limits::default()
+    };
+    // The request line up to its `\n` (its `\r` included) may be `max_uri` + 64 bytes: a long
+    // method (" / HTTP/1.1\r" is 12 bytes) fills it.
+    let line =
+        |method_len: usize| format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", "M".repeat(method_len));
+    let out = three_ways(line(80 - 12).as_bytes(), limits);
+    assert_eq!(out[0].as_ref().unwrap().method, Method::Other);
+    assert_eq!(err_with(line(80 - 11).as_bytes(), limits).status, 414);
+    // The head, its empty line included, may be `max_head` bytes.
+    let head = |len: usize| {
+        let mut h = b"GET / HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
+        h.resize(len - 4, b'a');
+        h.extend_from_slice(b"\r\n\r\n");
+        h
+    };
+    assert_eq!(one_with(&head(200), limits).target, "/");
+    assert_eq!(err_with(&head(201), limits).status, 431);
 }
 
 #[test]
