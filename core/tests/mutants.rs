@@ -260,3 +260,33 @@ fn a_request_refused_after_its_head_parsed_keeps_its_cors_headers() {
     assert_eq!(r.status, 413);
     assert_eq!(r.header("Access-Control-Allow-Origin"), None);
 }
+
+// --- routes/mod.rs --------------------------------------------------------------------------
+
+#[test]
+fn head_healthz_is_the_get_head_without_its_body() {
+    let mut s = Sim::default();
+    let c = s.connect();
+    s.feed(c, "HEAD /healthz HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(
+        String::from_utf8(s.received(c)).unwrap(),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\n\
+         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n"
+    );
+}
+
+#[test]
+fn a_preflight_says_close_when_asked() {
+    let mut s = Sim::default();
+    let c = s.connect();
+    s.feed(
+        c,
+        "OPTIONS /publish HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    let r = s.response(c);
+    assert_eq!(
+        (r.status, r.header("Allow"), r.header("Connection")),
+        (204, Some("POST"), Some("close"))
+    );
+    assert!(s.is_closed(c));
+}
