@@ -290,3 +290,28 @@ fn a_preflight_says_close_when_asked() {
     );
     assert!(s.is_closed(c));
 }
+
+#[test]
+fn head_metrics_has_no_body_and_get_metrics_says_close_when_asked() {
+    let mut s = Sim::default();
+    let c = s.connect();
+    s.feed(c, "HEAD /metrics HTTP/1.1\r\nHost: h\r\n\r\n");
+    let raw = String::from_utf8(s.received(c)).unwrap();
+    let length: usize = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("a Content-Length")
+        .parse()
+        .unwrap();
+    assert!(length > 0);
+    assert!(raw.ends_with("\r\n\r\n"), "{raw}");
+    assert_eq!(raw.matches("\r\n\r\n").count(), 1, "a body followed: {raw}");
+    let c = s.connect();
+    s.feed(
+        c,
+        "GET /metrics HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    let r = s.response(c);
+    assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
+    assert!(s.is_closed(c));
+}

@@ -244,6 +244,14 @@ fn resume_by_since_and_by_last_event_id() {
     let c = open(&mut s, &target, &header);
     let evs = received_events(&mut s, c);
     assert_eq!(messages(&evs), [(s.cursor(4), "m4".into())]);
+    // An empty Last-Event-ID is no cursor: the URL's since holds.
+    let target = format!("/events?room=r&since={}", s.cursor(2));
+    let c = open(&mut s, &target, "Last-Event-ID: \r\n");
+    let evs = received_events(&mut s, c);
+    assert_eq!(
+        messages(&evs),
+        [(s.cursor(3), "m3".into()), (s.cursor(4), "m4".into())]
+    );
     // since=0 replays everything retained; no cursor starts from now.
     let c = open(&mut s, "/events?room=r&since=0", "");
     assert_eq!(messages(&received_events(&mut s, c)).len(), 4);
