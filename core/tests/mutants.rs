@@ -315,3 +315,30 @@ fn head_metrics_has_no_body_and_get_metrics_says_close_when_asked() {
     assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
     assert!(s.is_closed(c));
 }
+
+// --- routes/publish.rs ----------------------------------------------------------------------
+
+#[test]
+fn a_message_id_is_1_to_128_bytes() {
+    let mut s = Sim::default();
+    let publish = |s: &mut Sim, id: &str| {
+        let body = format!("message=hi&id={id}");
+        let (_, r) = s.request(&format!(
+            "POST /publish?room=r HTTP/1.1\r\nHost: h\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        (r.status, r.text().to_owned())
+    };
+    for ok in ["a".repeat(1), "a".repeat(128)] {
+        assert_eq!(publish(&mut s, &ok).0, 200, "{} bytes", ok.len());
+    }
+    for bad in ["".to_owned(), "a".repeat(129), "a".repeat(1000)] {
+        assert_eq!(
+            publish(&mut s, &bad),
+            (400, "id must be 1 to 128 bytes\n".to_owned()),
+            "{} bytes",
+            bad.len()
+        );
+    }
+}
