@@ -342,3 +342,25 @@ fn a_message_id_is_1_to_128_bytes() {
         );
     }
 }
+
+#[test]
+fn a_publish_answer_says_close_when_asked() {
+    let mut s = Sim::default();
+    for accept in ["text/plain", "application/json"] {
+        let c = s.connect();
+        s.feed(
+            c,
+            format!(
+                "POST /publish?room=r HTTP/1.1\r\nHost: h\r\nAccept: {accept}\r\n\
+                 Connection: close\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+            ),
+        );
+        let r = s.response(c);
+        assert_eq!(
+            (r.status, r.header("Connection")),
+            (200, Some("close")),
+            "{accept}"
+        );
+        assert!(s.is_closed(c), "{accept}");
+    }
+}
