@@ -330,7 +330,7 @@ fn a_message_id_is_1_to_128_bytes() {
         ));
         (r.status, r.text().to_owned())
     };
-    for ok in ["a".repeat(1), "a".repeat(128)] {
+    for ok in ["a".to_owned(), "a".repeat(128)] {
         assert_eq!(publish(&mut s, &ok).0, 200, "{} bytes", ok.len());
     }
     for bad in ["".to_owned(), "a".repeat(129), "a".repeat(1000)] {
