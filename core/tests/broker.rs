@@ -794,3 +794,37 @@ fn event_streams_on_another_node_get_every_message_once() {
     }
     assert!(!got.contains("data: one\n"), "{got}");
 }
+
+#[test]
+fn publishes_waiting_at_once_are_told_apart() {
+    // Two publishes wait for their appends at the same time: each request carries its own
+    // token, and each publisher is answered for its own message, whatever the order.
+    let mut c = Cluster::new(1, false);
+    let n = &mut c.nodes[0];
+    let first = n.connect();
+    let second = n.connect();
+    n.feed(first, publish_req("r", "one"));
+    n.feed(second, publish_req("r", "two"));
+    let mut requests: Vec<BrokerRequest> = std::iter::from_fn(|| n.server.poll_broker()).collect();
+    let tokens: Vec<u64> = requests
+        .iter()
+        .map(|r| match r {
+            BrokerRequest::Append { token, .. } => *token,
+            other => panic!("expected appends, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(tokens.len(), 2);
+    assert_ne!(tokens[0], tokens[1]);
+    // The log stores the second first.
+    requests.reverse();
+    for r in requests {
+        c.broker.handle(0, r);
+    }
+    c.settle();
+    let n = &mut c.nodes[0];
+    let (one, two) = (n.response(first), n.response(second));
+    assert_eq!((one.status, two.status), (200, 200));
+    // The second publish was stored first: sequence 1; the first got 2.
+    assert!(two.text().ends_with("-1\n"), "{}", two.text());
+    assert!(one.text().ends_with("-2\n"), "{}", one.text());
+}
