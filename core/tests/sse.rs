@@ -579,3 +579,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_replay_counts_its_events_and_each_format_gets_its_own_encoding() {
+    let mut s = Sim::new(config());
+    let e = s.epoch();
+    s.publish("r", "one");
+    s.publish("r", "two");
+    let c = open(&mut s, "/events?room=r&since=0", "");
+    assert_eq!(messages(&received_events(&mut s, c)).len(), 2);
+    assert_eq!(metric(&mut s, "parlor_sse_events_sent_total"), 2);
+    // A plain and a JSON stream, both close-delimited (HTTP/1.0): one encoding each.
+    let plain = s.connect();
+    s.feed(plain, "GET /events?room=q HTTP/1.0\r\n\r\n");
+    let json = s.connect();
+    s.feed(json, "GET /events?room=q&format=json HTTP/1.0\r\n\r\n");
+    s.received(plain);
+    s.received(json);
+    s.publish("q", "x");
+    let plain_event = String::from_utf8(s.received(plain)).unwrap();
+    let json_event = String::from_utf8(s.received(json)).unwrap();
+    assert_eq!(plain_event, format!("id: {e}-1\ndata: x\n\n"));
+    assert!(
+        json_event.starts_with(&format!("id: {e}-1\ndata: {{\"cursor\":")),
+        "{json_event}"
+    );
+}
