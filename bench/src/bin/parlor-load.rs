@@ -1074,7 +1074,12 @@ impl EventReader {
             return Ok(());
         }
         let mut at = 0;
-        while let Some(line) = memchr::memmem::find(&bytes[at..], b"\r\n") {
+        // A chunk's size line ends at its first LF (after a CR).
+        while let Some(lf) = memchr::memchr(b'\n', &bytes[at..]) {
+            let line = lf
+                .checked_sub(1)
+                .filter(|&cr| bytes[at + cr] == b'\r')
+                .ok_or("bad chunk size")?;
             let size = std::str::from_utf8(&bytes[at..at + line])
                 .ok()
                 .and_then(|h| usize::from_str_radix(h, 16).ok())
