@@ -52,6 +52,8 @@ pub struct Net {
     sources: Vec<IpAddr>,
     next_source: usize,
     readbuf: Box<[u8]>,
+    /// Buffers of [`Ev::Bytes`] handed back ([`recycle`](Self::recycle)), for the next reads.
+    spare: Vec<Vec<u8>>,
     open: usize,
 }
 
@@ -77,6 +79,7 @@ impl Net {
             sources,
             next_source: 0,
             readbuf: vec![0u8; 256 * 1024].into_boxed_slice(),
+            spare: Vec::new(),
             open: 0,
         })
     }
@@ -180,6 +183,15 @@ impl Net {
         true
     }
 
+    /// Hands back the buffer of an [`Ev::Bytes`] once read, so the next read on a raw
+    /// connection reuses it instead of allocating (a stream read is small and frequent).
+    pub fn recycle(&mut self, mut bytes: Vec<u8>) {
+        if self.spare.len() < 1024 && bytes.capacity() <= 64 * 1024 {
+            bytes.clear();
+            self.spare.push(bytes);
+        }
+    }
+
     /// Closes a connection without an event.
     pub fn close(&mut self, id: usize) {
         if let Some(mut c) = self.conns.get_mut(id).and_then(Option::take) {
@@ -247,7 +259,9 @@ impl Net {
                     return self.fail(id, why, evs);
                 }
                 Ok(n) if c.raw => {
-                    evs.push(Ev::Bytes(c.tag, self.readbuf[..n].to_vec(), Instant::now()));
+                    let mut bytes = self.spare.pop().unwrap_or_default();
+                    bytes.extend_from_slice(&self.readbuf[..n]);
+                    evs.push(Ev::Bytes(c.tag, bytes, Instant::now()));
                     if short(n) {
                         return;
                     }

@@ -27,15 +27,13 @@
 //! stream of its room that wants it.
 
 use bytes::Bytes;
-use slab::Slab;
 
 use crate::batch::push_message_json;
 use crate::conn::StreamBytes;
 use crate::cors;
 use crate::cursor::Cursor;
 use crate::response::{push_u64, Persist, Response};
-use crate::room::{Message, Room, StreamWaiter};
-use crate::ConnId;
+use crate::room::{Message, Room};
 
 /// The content type of an event stream.
 pub(crate) const CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
@@ -219,21 +217,35 @@ impl Start<'_> {
     }
 }
 
-/// The event of message `seq` for every stream of `room`: one encoding per (format, framing),
-/// cloned to every stream that wants it.
-pub(crate) fn fan_out(room: &Room, streams: &Slab<StreamWaiter>, seq: u64) -> Vec<(ConnId, Bytes)> {
-    let Some(m) = room.after(seq - 1).next().filter(|m| m.seq == seq) else {
-        return Vec::new();
-    };
-    // At most four representations: JSON or text, chunked or not.
-    let mut encoded: [Option<Bytes>; 4] = Default::default();
-    let mut out = Vec::with_capacity(streams.len());
-    for (_, s) in streams.iter() {
-        let key = usize::from(s.json) * 2 + usize::from(s.chunked);
-        let data = encoded[key].get_or_insert_with(|| message(&room.epoch, m, s.json, s.chunked));
-        out.push((s.conn, data.clone()));
+/// The event of one message in every representation the streams of its room want: each
+/// (format, framing) encoded once, on first use, and the `Bytes` cloned to every stream that
+/// wants it.
+pub(crate) struct Event<'a> {
+    epoch: &'a str,
+    message: &'a Message,
+    /// At most four representations: JSON or text, chunked or not.
+    encoded: [Option<Bytes>; 4],
+}
+
+impl<'a> Event<'a> {
+    /// The event of message `seq` of `room`, if the room still holds it.
+    pub fn new(room: &'a Room, seq: u64) -> Option<Event<'a>> {
+        let message = room.after(seq - 1).next().filter(|m| m.seq == seq)?;
+        Some(Event {
+            epoch: &room.epoch,
+            message,
+            encoded: Default::default(),
+        })
     }
-    out
+
+    /// The event's bytes for a stream of this format and framing.
+    pub fn bytes(&mut self, json: bool, chunked: bool) -> Bytes {
+        let key = usize::from(json) * 2 + usize::from(chunked);
+        let (epoch, m) = (self.epoch, self.message);
+        self.encoded[key]
+            .get_or_insert_with(|| message(epoch, m, json, chunked))
+            .clone()
+    }
 }
 
 #[cfg(test)]

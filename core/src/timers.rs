@@ -120,7 +120,12 @@ impl Timers {
     /// kind that is not later, only its due time moves: a keep-alive connection answering
     /// request after request then touches the timer set once per timeout, not twice per request.
     pub fn push_back(&mut self, id: ConnId, d: &mut Deadline, kind: TimerKind, due: Instant) {
-        let due = self.ticks(due);
+        self.push_back_ticks(id, d, kind, self.ticks(due));
+    }
+
+    /// [`push_back`](Self::push_back) to a time already in ticks (a fan-out converts its
+    /// streams' common heartbeat time once, not once per stream).
+    pub fn push_back_ticks(&mut self, id: ConnId, d: &mut Deadline, kind: TimerKind, due: Ticks) {
         match d.kind {
             Some(k) if k == kind && d.at <= due => d.due = due,
             _ => self.set_ticks(id, d, Some((due, kind))),

@@ -884,21 +884,13 @@ fn stream(o: &Opts) -> Results {
                 200 => {
                     let mut texts: Vec<String> = Vec::new();
                     if mode == "json" {
-                        match serde_json::from_slice::<serde_json::Value>(&r.body) {
-                            Ok(v) => {
-                                if let Some(msgs) = v.get("messages").and_then(|m| m.as_array()) {
-                                    for m in msgs {
-                                        if let Some(t) = m.get("text").and_then(|t| t.as_str()) {
-                                            texts.push(t.to_string());
-                                        }
-                                    }
+                        match serde_json::from_slice::<BatchRead>(&r.body) {
+                            Ok(b) => {
+                                texts = b.texts;
+                                if let Some(next) = b.next {
+                                    s.cursor = next;
                                 }
-                                if let Some(next) = v.get("next").and_then(|c| c.as_str()) {
-                                    s.cursor = next.to_string();
-                                }
-                                if let Some(g) = v.get("gap").and_then(|g| g.as_f64()) {
-                                    s.gap_reported += g as u64;
-                                }
+                                s.gap_reported += b.gap as u64;
                             }
                             Err(_) => s.bad += 1,
                         }
@@ -1011,25 +1003,129 @@ fn stream(o: &Opts) -> Results {
     Ok(vec![(human, line)])
 }
 
+/// What the `stream` run reads of a JSON batch answer: every `messages[].text`, `next` and
+/// `gap`, parsed straight from the body without building a `serde_json::Value` (a map and
+/// strings per message, which made up much of the load generator's CPU in that run, as the
+/// SSE reader's per-event strings did in the `sse` run).
+#[derive(Default)]
+struct BatchRead {
+    texts: Vec<String>,
+    next: Option<String>,
+    gap: f64,
+}
+
+impl<'de> serde::Deserialize<'de> for BatchRead {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Batch;
+        impl<'de> serde::de::Visitor<'de> for Batch {
+            type Value = BatchRead;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a batch object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<BatchRead, A::Error> {
+                let mut b = BatchRead::default();
+                while let Some(key) = map.next_key::<&str>()? {
+                    match key {
+                        "messages" => map.next_value_seed(Texts(&mut b.texts))?,
+                        "next" => b.next = map.next_value()?,
+                        "gap" => b.gap = map.next_value::<Option<f64>>()?.unwrap_or(0.0),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(b)
+            }
+        }
+        d.deserialize_map(Batch)
+    }
+}
+
+/// The `messages` array of a batch: each one's `text`, in order.
+struct Texts<'a>(&'a mut Vec<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Texts<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Texts<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of messages")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Text(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+/// One message object of a batch: its `text` is pushed.
+struct Text<'a>(&'a mut Vec<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Text<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Text<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a message object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<&str>()? {
+            if key == "text" {
+                self.0.push(map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// One Server-Sent Events stream as the load generator reads it: the head, then chunks, then
-/// events; the texts of message events come out.
+/// events; the data of message events comes out.
+///
+/// Built to cost the load generator little per event (it reads every event of every stream,
+/// and a generator that is the bottleneck measures itself): bytes are parsed where they lie
+/// when nothing is left over from the previous read, lines are found with `memchr`, and a
+/// one-line event's data is handed out as a slice of the read, without a copy.
 #[derive(Default)]
 struct EventReader {
+    /// Raw bytes left over from earlier reads (an incomplete head or chunk).
     buf: Vec<u8>,
     head_done: bool,
     chunked: bool,
-    /// De-chunked bytes not yet split into events.
+    /// De-chunked bytes of an incomplete event.
     body: Vec<u8>,
+    /// An event's data of several lines, joined.
+    joined: Vec<u8>,
 }
 
 impl EventReader {
     /// Takes bytes read; returns the `data` of every complete message event (not `ready`, `gap`,
     /// `reset` or comments), or an error for a stream that is not one.
     fn push(&mut self, bytes: &[u8], out: &mut Vec<String>) -> Result<(), String> {
-        self.buf.extend_from_slice(bytes);
+        self.push_with(bytes, |data| {
+            out.push(String::from_utf8_lossy(data).into_owned())
+        })
+    }
+
+    /// Like [`push`](Self::push), handing each message event's data to `on_data`.
+    fn push_with(&mut self, bytes: &[u8], mut on_data: impl FnMut(&[u8])) -> Result<(), String> {
         if !self.head_done {
+            self.buf.extend_from_slice(bytes);
             let Some(end) = parlor_bench::find_head_end(&self.buf) else {
                 return Ok(());
             };
@@ -1040,53 +1136,119 @@ impl EventReader {
             self.chunked = head.contains("transfer-encoding: chunked");
             self.buf.drain(..end);
             self.head_done = true;
+            let rest = std::mem::take(&mut self.buf);
+            let result = self.body_bytes(&rest, &mut on_data);
+            return result;
         }
-        if self.chunked {
-            // Every complete chunk, then one drain (a read may carry many chunks).
-            let mut at = 0;
-            while let Some(line) = find(&self.buf[at..], b"\r\n") {
-                let size = std::str::from_utf8(&self.buf[at..at + line])
-                    .ok()
-                    .and_then(|h| usize::from_str_radix(h, 16).ok())
-                    .ok_or("bad chunk size")?;
-                let data = at + line + 2;
-                if self.buf.len() < data + size + 2 {
-                    break;
-                }
-                self.body.extend_from_slice(&self.buf[data..data + size]);
-                at = data + size + 2;
-            }
-            self.buf.drain(..at);
-        } else {
-            self.body.append(&mut self.buf);
+        if self.buf.is_empty() {
+            return self.body_bytes(bytes, &mut on_data);
         }
-        let mut start = 0;
-        while let Some(i) = find(&self.body[start..], b"\n\n") {
-            let block = &self.body[start..start + i];
-            start += i + 2;
-            if block.starts_with(b":") || find(block, b"event: ").is_some() {
-                continue;
-            }
-            let mut text = String::new();
-            for line in block.split(|&b| b == b'\n') {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if let Some(data) = line.strip_prefix(b"data: ") {
-                    if !text.is_empty() {
-                        text.push('\n');
-                    }
-                    text.push_str(&String::from_utf8_lossy(data));
-                }
-            }
-            out.push(text);
+        let mut rest = std::mem::take(&mut self.buf);
+        rest.extend_from_slice(bytes);
+        self.body_bytes(&rest, &mut on_data)
+    }
+
+    /// Takes body bytes (chunked or not) that follow what `buf` held; keeps what is incomplete.
+    fn body_bytes(&mut self, bytes: &[u8], on_data: &mut impl FnMut(&[u8])) -> Result<(), String> {
+        if !self.chunked {
+            self.events(bytes, on_data);
+            return Ok(());
         }
-        self.body.drain(..start);
+        let mut at = 0;
+        // A chunk's size line ends at its first LF (after a CR).
+        while let Some(lf) = memchr::memchr(b'\n', &bytes[at..]) {
+            let line = lf
+                .checked_sub(1)
+                .filter(|&cr| bytes[at + cr] == b'\r')
+                .ok_or("bad chunk size")?;
+            let size = std::str::from_utf8(&bytes[at..at + line])
+                .ok()
+                .and_then(|h| usize::from_str_radix(h, 16).ok())
+                .ok_or("bad chunk size")?;
+            let data = at + line + 2;
+            if bytes.len() < data + size + 2 {
+                break;
+            }
+            self.events(&bytes[data..data + size], on_data);
+            at = data + size + 2;
+        }
+        self.buf.extend_from_slice(&bytes[at..]);
         Ok(())
+    }
+
+    /// Takes de-chunked bytes: every complete event in `body` and them, and keeps the rest.
+    fn events(&mut self, bytes: &[u8], on_data: &mut impl FnMut(&[u8])) {
+        if self.body.is_empty() {
+            let used = parse_events(bytes, &mut self.joined, on_data);
+            self.body.extend_from_slice(&bytes[used..]);
+        } else {
+            let mut body = std::mem::take(&mut self.body);
+            body.extend_from_slice(bytes);
+            let used = parse_events(&body, &mut self.joined, on_data);
+            body.drain(..used);
+            self.body = body;
+        }
     }
 }
 
-/// Where `needle` first occurs in `hay`.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Parses the complete events at the start of `s`, handing each message event's data (its
+/// `data:` lines joined with LF) to `on_data`; returns how many bytes they took. An event with
+/// an `event:` line (`ready`, `gap`, `reset`) and a comment are skipped.
+fn parse_events(s: &[u8], joined: &mut Vec<u8>, on_data: &mut impl FnMut(&[u8])) -> usize {
+    let mut used = 0;
+    let mut at = 0;
+    // This event so far: its one data line, or `joined` once there are several.
+    let mut data: Option<&[u8]> = None;
+    let mut lines = 0;
+    let mut skip = false;
+    while let Some(nl) = memchr::memchr(b'\n', &s[at..]) {
+        let line = &s[at..at + nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let first = at == used;
+        at += nl + 1;
+        if line.is_empty() {
+            if !skip {
+                match (lines, data) {
+                    (0, _) => on_data(b""),
+                    (1, Some(d)) => on_data(d),
+                    _ => on_data(joined),
+                }
+            }
+            (data, lines, skip, used) = (None, 0, false, at);
+            continue;
+        }
+        if (first && line.starts_with(b":")) || line.starts_with(b"event: ") {
+            skip = true;
+        } else if let Some(d) = line.strip_prefix(b"data: ") {
+            lines += 1;
+            match lines {
+                1 => data = Some(d),
+                2 => {
+                    joined.clear();
+                    joined.extend_from_slice(data.unwrap_or_default());
+                    joined.push(b'\n');
+                    joined.extend_from_slice(d);
+                }
+                _ => {
+                    joined.push(b'\n');
+                    joined.extend_from_slice(d);
+                }
+            }
+        }
+    }
+    used
+}
+
+/// The publisher and sequence number of a message text `p<i> <seq> ...` (the bytes of
+/// [`parse_text`]'s texts, without a copy).
+fn parse_text_bytes(text: &[u8]) -> Option<(usize, u64)> {
+    let rest = text.strip_prefix(b"p")?;
+    let sp = memchr::memchr(b' ', rest)?;
+    let p = std::str::from_utf8(&rest[..sp]).ok()?.parse().ok()?;
+    let rest = &rest[sp + 1..];
+    let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+    let s = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some((p, s))
 }
 
 fn sse(o: &Opts) -> Results {
@@ -1170,7 +1332,7 @@ fn sse(o: &Opts) -> Results {
             net.send(id, &publish_request(o, &room, &body_of(i, 1)), &mut evs);
         }
     }
-    let mut texts = Vec::new();
+    let mut spare = Vec::new();
     let mut drain_end: Option<Instant> = None;
     loop {
         let now = Instant::now();
@@ -1186,31 +1348,31 @@ fn sse(o: &Opts) -> Results {
             }
         }
         net.turn(Duration::from_millis(20), &mut evs);
-        // Sends below may add events: they are handled next turn.
-        for ev in std::mem::take(&mut evs) {
+        // Sends below may add events: they are handled next turn (`spare` keeps the
+        // allocation of the list being handled).
+        std::mem::swap(&mut evs, &mut spare);
+        for ev in spare.drain(..) {
             match ev {
                 Ev::Bytes(t, bytes, at) if t < n => {
-                    texts.clear();
-                    if let Err(e) = readers[t].push(&bytes, &mut texts) {
-                        return Err(format!("stream {t}: {e}"));
-                    }
                     let s = &mut subs[t];
-                    for text in &texts {
-                        match parse_text(text) {
-                            Some((pi, seq)) if pi < p => {
-                                let (dup, ooo) = s.seen[pi].record(seq);
-                                s.delivered += 1;
-                                if at <= end {
-                                    s.delivered_in_window += 1;
-                                }
-                                s.dup += dup as u64;
-                                s.ooo += ooo as u64;
-                                if let Some(&t0) = sent_at[pi].get(seq as usize - 1) {
-                                    latency.push(at.saturating_duration_since(t0));
-                                }
+                    let read = readers[t].push_with(&bytes, |data| match parse_text_bytes(data) {
+                        Some((pi, seq)) if pi < p && seq > 0 => {
+                            let (dup, ooo) = s.seen[pi].record(seq);
+                            s.delivered += 1;
+                            if at <= end {
+                                s.delivered_in_window += 1;
                             }
-                            _ => s.bad += 1,
+                            s.dup += dup as u64;
+                            s.ooo += ooo as u64;
+                            if let Some(&t0) = sent_at[pi].get(seq as usize - 1) {
+                                latency.push(at.saturating_duration_since(t0));
+                            }
                         }
+                        _ => s.bad += 1,
+                    });
+                    net.recycle(bytes);
+                    if let Err(e) = read {
+                        return Err(format!("stream {t}: {e}"));
                     }
                 }
                 Ev::Response(t, r, _) if t >= n => {
@@ -1744,5 +1906,38 @@ mod tests {
         let mut reader = EventReader::default();
         let err = reader.push(b"HTTP/1.1 404 Not Found\r\n\r\n", &mut Vec::new());
         assert!(err.is_err());
+    }
+
+    /// The long-poll run reads a batch's texts, `next` and `gap`, whatever else it holds.
+    #[test]
+    fn batch_read_takes_texts_next_and_gap() {
+        let body = br#"{"messages":[{"cursor":"e-1","time":1,"text":"p0 00000001 \"x\""},{"text":"p1 2","cursor":"e-2"}],"next":"e-2","gap":3,"reset":false}"#;
+        let b: BatchRead = serde_json::from_slice(body).unwrap();
+        assert_eq!(b.texts, ["p0 00000001 \"x\"", "p1 2"]);
+        assert_eq!((b.next.as_deref(), b.gap), (Some("e-2"), 3.0));
+        let b: BatchRead = serde_json::from_slice(br#"{"messages":[],"next":"e-0"}"#).unwrap();
+        assert!(b.texts.is_empty() && b.gap == 0.0);
+        assert!(serde_json::from_slice::<BatchRead>(b"[1]").is_err());
+    }
+
+    /// The SSE run reads texts from bytes: the same answers as the long-poll run's parser.
+    #[test]
+    fn message_texts_parse_the_same_from_bytes() {
+        for text in [
+            "p0 00000001 xxxx",
+            "p3 00000042",
+            "p12 7 x y",
+            "q0 1",
+            "p0",
+            "p 1",
+            "px 1",
+            "",
+        ] {
+            assert_eq!(
+                parse_text_bytes(text.as_bytes()),
+                parse_text(text),
+                "{text:?}"
+            );
+        }
     }
 }

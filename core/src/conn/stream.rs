@@ -13,7 +13,7 @@ use super::held::small_index;
 use super::{Conns, Settings, State};
 use crate::room::Rooms;
 use crate::timers::{Ticks, TimerKind};
-use crate::ConnId;
+use crate::{ConnId, Output};
 
 /// The constant bytes of an event stream's framing, handed over by the route (`sse.rs`).
 #[derive(Debug)]
@@ -103,8 +103,8 @@ impl Conns {
         self.send(id, start, rooms);
     }
 
-    /// Sends an event on a stream and pushes its heartbeat back (without touching the timer
-    /// set, so a busy stream costs no timer work per event).
+    /// Sends bytes on a stream (a heartbeat) and pushes its heartbeat back (without touching
+    /// the timer set). A fan-out's events go through [`queue_event`](Self::queue_event).
     pub fn stream_send(&mut self, id: ConnId, data: Bytes, rooms: &mut Rooms, now: Instant) {
         self.send(id, data, rooms);
         let s = self.settings;
@@ -115,6 +115,50 @@ impl Conns {
                     .push_back(id, &mut c.deadline, TimerKind::Heartbeat, due);
             }
         }
+    }
+
+    /// When a stream that sends something at `now` next needs a heartbeat (before its maximum
+    /// age is taken into account): the same for every stream a fan-out reaches.
+    pub fn heartbeat_after(&self, now: Instant) -> Ticks {
+        self.timers.ticks(now + self.settings.sse_heartbeat)
+    }
+
+    /// Queues one event of a fan-out on stream `id` and pushes its heartbeat back to `beat`
+    /// (from [`heartbeat_after`](Self::heartbeat_after); capped by the stream's maximum age),
+    /// without touching the timer set. Returns false when the stream's unsent bytes are now
+    /// past the cap: the caller then [`cut_off`](Self::cut_off)s it once it has finished with
+    /// the room's streams.
+    pub fn queue_event(&mut self, id: ConnId, data: Bytes, beat: Ticks) -> bool {
+        let Some(c) = self.slab.get_mut(id.0) else {
+            return true;
+        };
+        let State::Streaming(stream) = c.state else {
+            return true;
+        };
+        c.unsent += data.len();
+        self.outputs.push_back(Output::Send { conn: id, data });
+        // `NEVER` (no maximum age) is the largest tick: the beat wins.
+        let due = stream.ends.min(beat);
+        self.timers
+            .push_back_ticks(id, &mut c.deadline, TimerKind::Heartbeat, due);
+        c.unsent <= self.settings.max_unsent_bytes
+    }
+
+    /// Cuts off a stream whose unsent bytes passed the cap (a reader that does not keep up): it
+    /// leaves its room and is aborted, as [`send`](Self::send) does for any connection. It
+    /// reconnects and resumes from its last id.
+    pub fn cut_off(&mut self, id: ConnId, rooms: &mut Rooms) {
+        let Some(c) = self.slab.get(id.0) else {
+            return;
+        };
+        if !matches!(c.state, State::Streaming(_)) {
+            return;
+        }
+        self.metrics.stream_cutoffs += 1;
+        self.leave_room(id, rooms);
+        self.slab[id.0].state = State::Closing;
+        self.outputs.push_back(Output::Abort { conn: id });
+        self.set_timer(id, None);
     }
 
     /// A stream's deadline fired: past its maximum age it ends, else it gets a heartbeat.

@@ -175,17 +175,30 @@ impl Server {
         self.rooms.refile(room_i);
     }
 
-    /// Sends the message `seq` to every event stream of a room (they stay in the room).
+    /// Sends the message `seq` to every event stream of a room (they stay in the room): one
+    /// walk over the room's streams that queues each its shared event and pushes its heartbeat
+    /// back (the same instant for all); the few that pass the unsent cap are cut off after it.
     fn stream_out(&mut self, room_i: usize, seq: u64, now: Instant) {
         let room = self.rooms.get(room_i);
         if room.streams.is_empty() {
             return;
         }
-        let sent = sse::fan_out(room, &room.streams, seq);
-        self.conns.metrics.events_sent += sent.len() as u64;
-        for (conn, data) in sent {
-            // A slow reader is cut off here (past the unsent cap) and leaves the room.
-            self.conns.stream_send(conn, data, &mut self.rooms, now);
+        let Some(mut event) = sse::Event::new(room, seq) else {
+            return;
+        };
+        let beat = self.conns.heartbeat_after(now);
+        // Allocates only when a stream is cut off.
+        let mut over = Vec::new();
+        for (_, s) in room.streams.iter() {
+            let data = event.bytes(s.json, s.chunked);
+            if !self.conns.queue_event(s.conn, data, beat) {
+                over.push(s.conn);
+            }
+        }
+        self.conns.metrics.events_sent += room.streams.len() as u64;
+        for id in over {
+            // A slow reader: it leaves the room.
+            self.conns.cut_off(id, &mut self.rooms);
         }
     }
 }
