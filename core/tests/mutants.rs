@@ -364,3 +364,59 @@ fn a_publish_answer_says_close_when_asked() {
         assert!(s.is_closed(c), "{accept}");
     }
 }
+
+// --- conn/ ----------------------------------------------------------------------------------
+
+/// The bytes of every `Send` in the log so far.
+fn bytes_sent(s: &Sim) -> u64 {
+    s.log
+        .iter()
+        .map(|o| match o {
+            parlor_core::Output::Send { data, .. } => data.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn the_connection_counters_are_exact() {
+    let mut s = Sim::default();
+    let a = s.connect();
+    s.feed(a, sim::get_req("/healthz"));
+    s.feed(a, sim::get_req("/healthz"));
+    assert_eq!(s.responses(a).len(), 2);
+    let _idle = s.connect();
+    let sent = bytes_sent(&s);
+    // The /metrics request is the third accept and the third request; its own answer is sent
+    // after it is written, so the bytes are those of the two answers before it.
+    let r = s.get("/metrics");
+    let text = r.text();
+    for line in [
+        "parlor_connections_accepted_total 3".to_owned(),
+        "parlor_requests_total 3".to_owned(),
+        format!("parlor_bytes_sent_total {sent}"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_head_request_refused_by_the_reader_gets_no_body() {
+    let mut s = Sim::default();
+    let c = s.connect();
+    s.feed(
+        c,
+        "HEAD /healthz HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999\r\n\r\n",
+    );
+    let got = String::from_utf8(s.received(c)).unwrap();
+    assert_eq!(
+        got,
+        "HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: 23\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
+         Connection: close\r\n\r\n"
+    );
+    assert!(s.is_closed(c));
+}
