@@ -548,7 +548,10 @@ fn a_publish_the_log_never_answers_gets_503() {
     // The request goes out, and no answer ever comes.
     assert!(n.server.poll_broker().is_some());
     assert!(n.server.is_waiting(conn));
-    n.advance(Duration::from_secs(6));
+    // The wait lasts broker_timeout (5 s), to the instant.
+    n.advance(Duration::from_millis(4999));
+    assert!(n.server.is_waiting(conn) && n.received(conn).is_empty());
+    n.advance(Duration::from_millis(1));
     let r = n.response(conn);
     assert_eq!(r.status, 503);
     assert_eq!(r.header("Retry-After"), Some("2"));
