@@ -420,3 +420,33 @@ fn a_head_request_refused_by_the_reader_gets_no_body() {
     );
     assert!(s.is_closed(c));
 }
+
+// --- server.rs ------------------------------------------------------------------------------
+
+#[test]
+fn an_unknown_connection_is_an_error_that_names_it() {
+    let mut s = Sim::default();
+    let c = s.connect();
+    s.vanish(c);
+    let err = s.server.handle_data(c, b"GET", s.now).unwrap_err();
+    assert_eq!(err, parlor_core::Error::UnknownConnection(c));
+    assert_eq!(err.to_string(), format!("unknown connection {}", c.0));
+}
+
+#[test]
+fn the_server_reports_its_config_and_whether_it_is_shutting_down() {
+    let mut s = Sim::new(Config {
+        poll_timeout: Duration::from_secs(7),
+        max_connections: 12,
+        ..Config::default()
+    });
+    let c = s.server.config();
+    assert_eq!(
+        (c.poll_timeout, c.max_connections),
+        (Duration::from_secs(7), 12)
+    );
+    assert!(!s.server.is_shutting_down());
+    s.server.handle_shutdown(s.now);
+    s.drain();
+    assert!(s.server.is_shutting_down());
+}
