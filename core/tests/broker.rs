@@ -831,3 +831,17 @@ fn publishes_waiting_at_once_are_told_apart() {
     assert!(two.text().ends_with("-1\n"), "{}", two.text());
     assert!(one.text().ends_with("-2\n"), "{}", one.text());
 }
+
+#[test]
+fn a_failed_fetch_counts_one_broker_failure() {
+    let mut c = Cluster::new(1, false);
+    c.broker.cut[0] = true;
+    let (_, r) = c.request(0, &get_req("/subscribe?room=r&since=0"));
+    assert_eq!(r.len(), 1, "one answer to the poll");
+    let (_, m) = c.request(0, &get_req("/metrics"));
+    let text = m[0].text();
+    assert!(
+        text.lines().any(|l| l == "parlor_broker_failures_total 1"),
+        "{text}"
+    );
+}
