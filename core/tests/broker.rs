@@ -845,3 +845,177 @@ fn a_failed_fetch_counts_one_broker_failure() {
         "{text}"
     );
 }
+
+/// One node whose log is answered by hand: each fetch's answer is written out, sequence
+/// numbers and all, so each rule of merging an answer into the cache is met on its boundary.
+mod by_hand {
+    use super::*;
+
+    fn node() -> Sim {
+        let mut s = Sim::new(shared());
+        s.server.handle_broker(BrokerEvent::Up, s.now);
+        s.drain();
+        s
+    }
+
+    /// The next request must be a fetch of room `r`: its token and `after_seq`.
+    fn next_fetch(s: &mut Sim) -> (u64, u64) {
+        match s.server.poll_broker() {
+            Some(BrokerRequest::Fetch {
+                token,
+                room,
+                after_seq,
+                ..
+            }) if &*room == "r" => (token, after_seq),
+            other => panic!("expected a fetch of r, got {other:?}"),
+        }
+    }
+
+    /// The log's answer to fetch `token`: epoch `log1` (or none), `first..=last` retained, and
+    /// the messages `seqs` (text `m<seq>`).
+    fn answer(s: &mut Sim, token: u64, epoch: bool, first: u64, last: u64, seqs: &[u64]) {
+        let messages = seqs
+            .iter()
+            .map(|&seq| Entry {
+                seq,
+                time_ms: seq,
+                text: Bytes::from(format!("m{seq}")),
+                id: None,
+            })
+            .collect();
+        let history = History {
+            epoch: epoch.then(|| "log1".into()),
+            first_seq: first,
+            last_seq: last,
+            messages,
+        };
+        s.server.handle_broker(
+            BrokerEvent::Fetched {
+                token,
+                room: "r".into(),
+                result: Ok(history),
+            },
+            s.now,
+        );
+        s.drain();
+    }
+
+    fn feed_message(s: &mut Sim, seq: u64) {
+        let event = BrokerEvent::Message {
+            room: "r".into(),
+            epoch: "log1".into(),
+            seq,
+            time_ms: seq,
+            text: Bytes::from(format!("m{seq}")),
+            id: None,
+        };
+        s.server.handle_broker(event, s.now);
+        s.drain();
+    }
+
+    fn poll(s: &mut Sim, since: &str) -> ConnId {
+        let c = s.connect();
+        s.feed(c, get_req(&format!("/subscribe?room=r&since={since}")));
+        c
+    }
+
+    /// Room r loaded with messages 1 to 3 of epoch `log1`, and a poll held at `log1-3`.
+    fn loaded() -> (Sim, ConnId) {
+        let mut s = node();
+        let held = poll(&mut s, "log1-3");
+        let (token, after) = next_fetch(&mut s);
+        assert_eq!(after, 0);
+        answer(&mut s, token, true, 1, 3, &[1, 2, 3]);
+        assert!(s.received(held).is_empty(), "held at the newest message");
+        assert_eq!(s.server.poll_broker(), None);
+        (s, held)
+    }
+
+    #[test]
+    fn an_answer_with_more_to_read_or_asked_again_meanwhile_is_followed_by_another_fetch() {
+        let mut s = node();
+        let p = poll(&mut s, "0");
+        let (token, after) = next_fetch(&mut s);
+        assert_eq!(after, 0);
+        // The log holds 1 to 5 and sent only 1 and 2 (its limit): read on after 2.
+        answer(&mut s, token, true, 1, 5, &[1, 2]);
+        assert!(
+            s.received(p).is_empty(),
+            "the poll waits for the next answer"
+        );
+        let (token, after) = next_fetch(&mut s);
+        assert_eq!(after, 2);
+        assert_eq!(s.server.poll_broker(), None);
+        // Asked again while that fetch is in flight (the feed came back): once the answer is
+        // in, whole this time, the log is read once more, after 5.
+        s.server.handle_broker(BrokerEvent::Up, s.now);
+        s.drain();
+        assert_eq!(
+            s.server.poll_broker(),
+            None,
+            "one fetch in flight at a time"
+        );
+        answer(&mut s, token, true, 1, 5, &[3, 4, 5]);
+        assert!(s.received(p).is_empty(), "the poll waits for that one too");
+        let (token, after) = next_fetch(&mut s);
+        assert_eq!(after, 5);
+        answer(&mut s, token, true, 1, 5, &[]);
+        assert_eq!(s.server.poll_broker(), None, "nothing more to read");
+        let r = s.response(p);
+        assert_eq!((r.status, r.text()), (200, "m1"));
+    }
+
+    #[test]
+    fn a_log_that_holds_nothing_of_a_cached_room_releases_its_polls() {
+        let (mut s, held) = loaded();
+        // The feed comes back; the catch-up fetch finds the room gone from the log.
+        s.server.handle_broker(BrokerEvent::Up, s.now);
+        s.drain();
+        let (token, after) = next_fetch(&mut s);
+        assert_eq!(after, 3);
+        answer(&mut s, token, false, 1, 0, &[]);
+        let r = s.response(held);
+        assert_eq!(r.status, 204, "answered at once, cursor unchanged");
+        assert_eq!(r.header("Parlor-Cursor"), Some("log1-3"));
+    }
+
+    #[test]
+    fn an_answer_that_starts_right_after_the_cache_extends_it() {
+        let (mut s, held) = loaded();
+        s.server.handle_broker(BrokerEvent::Up, s.now);
+        s.drain();
+        let (token, after) = next_fetch(&mut s);
+        assert_eq!(after, 3);
+        // The log trimmed 1 to 3 meanwhile: it starts at 4, right after the cache, so nothing
+        // was missed and the held poll gets 4.
+        answer(&mut s, token, true, 4, 4, &[4]);
+        let r = s.response(held);
+        assert_eq!((r.status, r.text()), (200, "m4"));
+        assert_eq!(r.header("Parlor-Gap"), None);
+        assert_eq!(r.header("Parlor-Cursor"), Some("log1-4"));
+        // The cache kept 1 to 3 beside it.
+        let (_, r) = s.request(&get_req("/subscribe?room=r&since=0"));
+        assert_eq!((r.status, r.text()), (200, "m1"));
+    }
+
+    #[test]
+    fn a_message_the_feed_brought_during_a_fetch_is_skipped_in_its_answer() {
+        let (mut s, held) = loaded();
+        s.server.handle_broker(BrokerEvent::Up, s.now);
+        s.drain();
+        let (token, after) = next_fetch(&mut s);
+        assert_eq!(after, 3);
+        // While the fetch (after 3) is out, the feed brings 4.
+        feed_message(&mut s, 4);
+        let r = s.response(held);
+        assert_eq!((r.status, r.text()), (200, "m4"));
+        let at_four = poll(&mut s, "log1-4");
+        assert!(s.received(at_four).is_empty());
+        // The answer holds 4 again, then 5: 4 is skipped, 5 is cached and delivered, and
+        // nothing is left to read.
+        answer(&mut s, token, true, 1, 5, &[4, 5]);
+        let r = s.response(at_four);
+        assert_eq!((r.status, r.text()), (200, "m5"));
+        assert_eq!(s.server.poll_broker(), None);
+    }
+}
