@@ -516,6 +516,35 @@ fn one_id_published_on_two_nodes_is_one_message() {
     assert_eq!(a[0].header("Parlor-Cursor"), b[0].header("Parlor-Cursor"));
     let (_, all) = c.request(1, &get_req("/subscribe?room=r&since=0&format=json"));
     assert_eq!(all[0].text().matches("once").count(), 1);
+    // Each node counts what its own publishers stored: node 1's was a duplicate.
+    for (n, want) in [(0, 1), (1, 0)] {
+        let (_, m) = c.request(n, &get_req("/metrics"));
+        let line = format!("parlor_messages_published_total {want}");
+        assert!(
+            m[0].text().lines().any(|l| l == line),
+            "node {n}: {}",
+            m[0].text()
+        );
+    }
+}
+
+#[test]
+fn a_failed_append_counts_one_broker_failure() {
+    let mut c = Cluster::new(1, false);
+    c.broker.cut[0] = true;
+    let r = c.publish(0, "r", "lost");
+    assert_eq!(r.status, 503);
+    let (_, m) = c.request(0, &get_req("/metrics"));
+    let text = m[0].text();
+    assert!(
+        text.lines().any(|l| l == "parlor_broker_failures_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "parlor_messages_published_total 0"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -555,6 +584,7 @@ fn a_publish_the_log_never_answers_gets_503() {
     let r = n.response(conn);
     assert_eq!(r.status, 503);
     assert_eq!(r.header("Retry-After"), Some("2"));
+    assert!(!n.server.is_waiting(conn), "the wait ended with its answer");
     // The connection serves its next request.
     n.feed(conn, get_req("/metrics"));
     let m = n.response(conn);
@@ -852,7 +882,11 @@ mod by_hand {
     use super::*;
 
     fn node() -> Sim {
-        let mut s = Sim::new(shared());
+        node_with(shared())
+    }
+
+    fn node_with(config: Config) -> Sim {
+        let mut s = Sim::new(config);
         s.server.handle_broker(BrokerEvent::Up, s.now);
         s.drain();
         s
@@ -874,6 +908,17 @@ mod by_hand {
     /// The log's answer to fetch `token`: epoch `log1` (or none), `first..=last` retained, and
     /// the messages `seqs` (text `m<seq>`).
     fn answer(s: &mut Sim, token: u64, epoch: bool, first: u64, last: u64, seqs: &[u64]) {
+        answer_in(s, token, epoch.then_some("log1"), first, last, seqs);
+    }
+
+    fn answer_in(
+        s: &mut Sim,
+        token: u64,
+        epoch: Option<&str>,
+        first: u64,
+        last: u64,
+        seqs: &[u64],
+    ) {
         let messages = seqs
             .iter()
             .map(|&seq| Entry {
@@ -884,7 +929,7 @@ mod by_hand {
             })
             .collect();
         let history = History {
-            epoch: epoch.then(|| "log1".into()),
+            epoch: epoch.map(Into::into),
             first_seq: first,
             last_seq: last,
             messages,
@@ -1017,5 +1062,56 @@ mod by_hand {
         let r = s.response(at_four);
         assert_eq!((r.status, r.text()), (200, "m5"));
         assert_eq!(s.server.poll_broker(), None);
+    }
+
+    /// Room r cached as 7 to 10 of `log1` (the log trimmed 1 to 6), and a poll at `log1-2`,
+    /// older than the cache, waiting for a fetch of its own (after 2): its token.
+    fn older_poll() -> (Sim, ConnId, u64) {
+        let mut s = node_with(Config {
+            history_messages: 4,
+            ..shared()
+        });
+        let p = poll(&mut s, "0");
+        let (token, _) = next_fetch(&mut s);
+        answer(&mut s, token, true, 7, 10, &[7, 8, 9, 10]);
+        assert_eq!(s.response(p).text(), "m7");
+        let p = poll(&mut s, "log1-2");
+        let (token, after) = next_fetch(&mut s);
+        assert_eq!(after, 2, "the poll's own fetch");
+        assert!(s.received(p).is_empty());
+        (s, p, token)
+    }
+
+    #[test]
+    fn an_older_poll_is_not_answered_from_another_epoch() {
+        let (mut s, p, token) = older_poll();
+        // The log lost the room meanwhile and numbers it anew: its 3 to 5 are not log1's.
+        answer_in(&mut s, token, Some("log2"), 1, 5, &[3, 4, 5]);
+        let r = s.response(p);
+        assert_eq!((r.status, r.text()), (200, "m7"), "answered from the cache");
+        assert_eq!(r.header("Parlor-Cursor"), Some("log1-7"));
+    }
+
+    #[test]
+    fn an_older_poll_whose_fetch_fails_is_503_and_one_failure() {
+        let (mut s, p, token) = older_poll();
+        s.server.handle_broker(
+            BrokerEvent::Fetched {
+                token,
+                room: "r".into(),
+                result: Err(BrokerFailure::Unavailable),
+            },
+            s.now,
+        );
+        s.drain();
+        assert_eq!(s.response(p).status, 503);
+        let m = s.get("/metrics");
+        assert!(
+            m.text()
+                .lines()
+                .any(|l| l == "parlor_broker_failures_total 1"),
+            "{}",
+            m.text()
+        );
     }
 }

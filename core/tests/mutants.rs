@@ -450,3 +450,19 @@ fn the_server_reports_its_config_and_whether_it_is_shutting_down() {
     s.drain();
     assert!(s.server.is_shutting_down());
 }
+
+/// origin.rs `parse_port`: a port is 1 to 5 digits. `008080` names 8080 by its value, but six
+/// digits are no port, so the `Origin` is not the site's and its publish is refused.
+#[test]
+fn an_origin_port_of_six_digits_is_no_port() {
+    let mut s = Sim::default();
+    let publish = |s: &mut Sim, origin: &str| {
+        let (_, r) = s.request(&format!(
+            "POST /publish?room=r HTTP/1.1\r\nHost: chat.example:8080\r\nOrigin: {origin}\r\n\
+             Content-Type: text/plain\r\nContent-Length: 1\r\n\r\nx"
+        ));
+        r.status
+    };
+    assert_eq!(publish(&mut s, "http://chat.example:08080"), 200);
+    assert_eq!(publish(&mut s, "http://chat.example:008080"), 403);
+}
