@@ -19,9 +19,15 @@
 //! 5. End the turn by writing every remembered connection: all it was given during the turn
 //!    in one vectored write (up to [`MAX_IOVECS`](parlor_os::MAX_IOVECS) buffers; more writes
 //!    only when there is more), so a stream that several publishes reached in one turn gets
-//!    one write, one segment and one reader wake-up for all of them. Nothing waits past the
-//!    turn (no timer, no delay), and a connection given more than 64 KiB in one turn is
-//!    written as it goes. Every write is reported to the core ([`Server::handle_flushed`]),
+//!    one write, one segment and one reader wake-up for all of them. While the loop is busy
+//!    those writes wait a little longer: before writing, it polls again without waiting, and
+//!    if more input has arrived (the next publishes) it takes another turn first, at most
+//!    [`DEFER_TURNS`] in a row. So under a stream of publishes each write carries several
+//!    turns' events (more events per second to many streams: BENCHMARKS.md), while a lone
+//!    message still leaves at the end of its own turn: nothing waits on a timer, and an idle
+//!    loop never holds bytes back. The connection whose input it was is written at once, so a
+//!    publisher's answer never waits, and a connection given more than 64 KiB is written as
+//!    it goes. Every write is reported to the core ([`Server::handle_flushed`]),
 //!    which is how it enforces the cap on unsent bytes of a client that stopped reading.
 //!
 //! Work per wake-up is bounded: a connection gets at most [`READS_PER_WAKE`] reads of 64 KiB and
@@ -70,6 +76,9 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 pub const READS_PER_WAKE: usize = 4;
 /// Connections accepted per wake-up before the existing ones get their turn.
 pub const ACCEPTS_PER_WAKE: usize = 256;
+/// Turns a busy loop may take, one after another, before it writes what they queued for
+/// connections other than the one whose input it was (step 5 of the loop).
+pub const DEFER_TURNS: usize = 8;
 mod conn;
 
 use conn::Conn;
@@ -194,15 +203,24 @@ impl Serve for EventLoop {
     /// passed. Errors are those of the poll itself; connection errors only close that connection.
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        // Turns taken since the queued writes were last carried out.
+        let mut deferred = 0;
         loop {
             let now = Instant::now();
-            // The end of the previous turn: write what it queued, once per connection.
-            self.flush_dirty(now);
+            // The end of the previous turn: write what it queued, once per connection, unless
+            // the loop is busy and may take another turn first (see `DEFER_TURNS`).
+            let defer = !self.dirty.is_empty() && deferred < DEFER_TURNS;
+            if defer {
+                deferred += 1;
+            } else {
+                self.flush_dirty(now);
+                deferred = 0;
+            }
             // Drained: every answer written, nothing unread; peers need not close first.
             if self.grace.is_over(now, self.server.is_drained()) {
                 return Ok(());
             }
-            let timeout = if self.accept_pending || !self.pending_read.is_empty() {
+            let timeout = if defer || self.accept_pending || !self.pending_read.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 [
@@ -222,6 +240,11 @@ impl Serve for EventLoop {
                 return Err(e);
             }
             let now = Instant::now();
+            if defer && events.is_empty() && self.pending_read.is_empty() && !self.accept_pending {
+                // Nothing more arrived: no reason to wait, write now.
+                deferred = DEFER_TURNS;
+                continue;
+            }
 
             // Work left over from the previous turn (budgets ran out, reads resumed).
             for _ in 0..self.pending_read.len() {
