@@ -7,9 +7,12 @@
 //! ## The loop ([`EventLoop::run`])
 //! 1. Wait in `Poll::poll` until I/O readiness, the core's next deadline
 //!    ([`Server::poll_timeout`]), the end of an accept pause, or the end of the shutdown grace.
-//! 2. For each event: write what is queued (writable), read until `WouldBlock` (readable),
-//!    accept until `WouldBlock` (listener). Readiness is edge-triggered and may be spurious, so
-//!    every read and write simply runs until the socket says `WouldBlock`.
+//! 2. For each event: write what is queued (writable), read until `WouldBlock` or a short
+//!    read (readable), accept until `WouldBlock` (listener). Readiness is edge-triggered and
+//!    may be spurious, so every write and accept runs until the socket says `WouldBlock`, and
+//!    every read until the socket is empty: a read that fills less than the buffer emptied it,
+//!    and what arrives later raises a new event (unless the event said the peer closed: then
+//!    reads go on until `WouldBlock` or the end).
 //! 3. After **every** input to the core, drain [`Server::poll_output`] and carry each output
 //!    out: queue bytes, close after flushing, close now, pause or resume reading (a paused
 //!    socket's events are still looked at: an error such as a reset closes it at once). The
@@ -249,7 +252,7 @@ impl Serve for EventLoop {
             // Work left over from the previous turn (budgets ran out, reads resumed).
             for _ in 0..self.pending_read.len() {
                 if let Some(id) = self.pending_read.pop_front() {
-                    self.read(id, now);
+                    self.read(id, now, true);
                 }
             }
             if self.accept_paused_until.is_some_and(|t| now >= t) {
@@ -280,8 +283,9 @@ impl Serve for EventLoop {
                             self.flush(id, now);
                             self.settle(now);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(id, now);
+                        let closed = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closed {
+                            self.read(id, now, closed);
                         }
                     }
                 }
