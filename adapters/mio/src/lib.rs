@@ -25,7 +25,7 @@
 //!    one write, one segment and one reader wake-up for all of them. While the loop is busy
 //!    those writes wait a little longer: before writing, it polls again without waiting, and
 //!    if more input has arrived (the next publishes) it takes another turn first, at most
-//!    [`DEFER_TURNS`] in a row. So under a stream of publishes each write carries several
+//!    [`DEFER_TURNS`] in a row and for [`DEFER_FOR`] at most. So under a stream of publishes each write carries several
 //!    turns' events (more events per second to many streams: BENCHMARKS.md), while a lone
 //!    message still leaves at the end of its own turn: nothing waits on a timer, and an idle
 //!    loop never holds bytes back. The connection whose input it was is written at once, so a
@@ -82,6 +82,9 @@ pub const ACCEPTS_PER_WAKE: usize = 256;
 /// Turns a busy loop may take, one after another, before it writes what they queued for
 /// connections other than the one whose input it was (step 5 of the loop).
 pub const DEFER_TURNS: usize = 8;
+/// How long a busy loop may hold those writes back, however long its turns take (a loop with
+/// many connections may take milliseconds per turn).
+pub const DEFER_FOR: Duration = Duration::from_millis(2);
 mod conn;
 
 use conn::Conn;
@@ -208,12 +211,19 @@ impl Serve for EventLoop {
         let mut events = Events::with_capacity(1024);
         // Turns taken since the queued writes were last carried out.
         let mut deferred = 0;
+        // When the writes now held back were first held back.
+        let mut deferred_since = Instant::now();
         loop {
             let now = Instant::now();
             // The end of the previous turn: write what it queued, once per connection, unless
             // the loop is busy and may take another turn first (see `DEFER_TURNS`).
-            let defer = !self.dirty.is_empty() && deferred < DEFER_TURNS;
+            let defer = !self.dirty.is_empty()
+                && deferred < DEFER_TURNS
+                && (deferred == 0 || now.duration_since(deferred_since) < DEFER_FOR);
             if defer {
+                if deferred == 0 {
+                    deferred_since = now;
+                }
                 deferred += 1;
             } else {
                 self.flush_dirty(now);
