@@ -2,105 +2,12 @@
 //! regression tests of issue 15's per-request and per-connection costs. Counts are exact and
 //! deterministic (unlike timings): each bound below is the count measured when it was set, with
 //! a little room, so a change that adds an allocation to the hot paths fails here.
-// A counting global allocator needs `unsafe impl GlobalAlloc`: test code only, every call
-// forwarded to the system allocator.
-#![allow(unsafe_code)]
-
+mod counting;
 mod sim;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::Instant;
-
-use parlor_core::{Config, ConnId, Output, Server};
+use counting::{calls, live, Bare};
+use parlor_core::{Config, ConnId};
 use sim::get_req;
-
-struct Counting;
-
-thread_local! {
-    /// Allocation calls (`alloc`, `alloc_zeroed`, `realloc`) made by this thread.
-    static CALLS: Cell<usize> = const { Cell::new(0) };
-    /// Live bytes allocated by this thread.
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(calls: usize, delta: isize) {
-    let _ = CALLS.try_with(|c| c.set(c.get() + calls));
-    let _ = LIVE.try_with(|c| c.set(c.get() + delta));
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only counters are updated.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(1, layout.size() as isize);
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(0, -(layout.size() as isize));
-        // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(1, layout.size() as isize);
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(1, new_size as isize - layout.size() as isize);
-        // SAFETY: forwarded as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn calls() -> usize {
-    CALLS.with(Cell::get)
-}
-
-fn live() -> isize {
-    LIVE.with(Cell::get)
-}
-
-/// A server driven directly, as an adapter would: sends reported flushed at once.
-struct Bare {
-    server: Server,
-    now: Instant,
-    /// Bytes received by the connections, dropped as they come (only counted).
-    received: usize,
-}
-
-impl Bare {
-    fn new(config: Config) -> Bare {
-        #[allow(clippy::disallowed_methods)] // the test picks the virtual clock's origin
-        let now = Instant::now();
-        Bare {
-            server: Server::new(config, sim::EPOCH_MS, now),
-            now,
-            received: 0,
-        }
-    }
-
-    fn accept(&mut self) -> ConnId {
-        self.server
-            .handle_accept(IpAddr::V4(Ipv4Addr::LOCALHOST), self.now)
-    }
-
-    fn feed(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.server.handle_data(conn, bytes, self.now).unwrap();
-        while let Some(out) = self.server.poll_output() {
-            if let Output::Send { conn, data } = out {
-                self.received += data.len();
-                self.server
-                    .handle_flushed(conn, data.len(), self.now)
-                    .unwrap();
-            }
-        }
-    }
-}
 
 /// Allocation calls per request for `rounds` requests on one keep-alive connection, after
 /// `warm` requests made the room, the metrics and the buffers exist.

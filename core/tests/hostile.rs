@@ -1,61 +1,14 @@
 //! Hostile traffic (issue 12): requests legal one by one but hostile in sum must not deny the
 //! chat to others. Each scenario here failed on the core before the fix it names.
-// A counting global allocator (below) needs `unsafe impl GlobalAlloc`: test code only, every
-// call forwarded to the system allocator.
-#![allow(unsafe_code)]
-
+mod counting;
 mod sim;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parlor_core::{Config, ConfigError, ConnId, Output, Server};
+use counting::{live, Bare};
+use parlor_core::{Config, ConfigError, ConnId, Output};
 use sim::{get_req, publish_req, Sim};
-
-// --- a counting allocator: live bytes allocated by this thread ------------------------------
-
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(delta: isize) {
-    let _ = LIVE.try_with(|c| c.set(c.get() + delta));
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is updated.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(-(layout.size() as isize));
-        // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size as isize - layout.size() as isize);
-        // SAFETY: forwarded as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.with(Cell::get)
-}
 
 // --- helpers ----------------------------------------------------------------------------------
 
@@ -318,45 +271,6 @@ fn at_the_room_cap_the_room_idle_longest_makes_way() {
 }
 
 // --- 3. exact accounting ----------------------------------------------------------------------
-
-/// A server driven without the simulation harness, so that nothing but the server allocates.
-struct Bare {
-    server: Server,
-    now: Instant,
-}
-
-impl Bare {
-    fn new(config: Config) -> Bare {
-        #[allow(clippy::disallowed_methods)] // the test picks the virtual clock's origin
-        let now = Instant::now();
-        Bare {
-            server: Server::new(config, sim::EPOCH_MS, now),
-            now,
-        }
-    }
-
-    /// Drains outputs: sends are reported flushed, closes are finished. Returns the sends.
-    fn drain(&mut self, flush: bool, close: bool) -> Vec<(ConnId, bytes::Bytes)> {
-        let mut sent = Vec::new();
-        while let Some(out) = self.server.poll_output() {
-            match out {
-                Output::Send { conn, data } => {
-                    if flush {
-                        self.server
-                            .handle_flushed(conn, data.len(), self.now)
-                            .unwrap();
-                    }
-                    sent.push((conn, data));
-                }
-                Output::Close { conn } | Output::Abort { conn } if close => {
-                    self.server.handle_closed(conn, self.now).unwrap()
-                }
-                _ => {}
-            }
-        }
-        sent
-    }
-}
 
 /// Live heap bytes of a full history, publishing `body(i)` messages in one room.
 fn history_cost(config: &Config, request: impl Fn(usize) -> String) -> isize {
