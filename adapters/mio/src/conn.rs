@@ -170,6 +170,20 @@ impl EventLoop {
     fn settle_answer(&mut self, id: ConnId, now: Instant) {
         self.settle(now);
         self.flush(id, now);
+        // Written in full: it need not wait in `dirty`, where it would make the turn look as
+        // if it held writes back. (Usually the last one in: a request's answer is often all
+        // its turn says.)
+        if self.dirty.last() == Some(&id)
+            && self
+                .conns
+                .get(id.0)
+                .and_then(Option::as_ref)
+                .map_or(true, |c| {
+                    c.queue.is_empty() && (!c.closing() || c.write_shut())
+                })
+        {
+            self.dirty.pop();
+        }
     }
 
     /// The end of a turn: writes every connection that got bytes (or a close) during it, each

@@ -22,16 +22,14 @@
 //! 5. End the turn by writing every remembered connection: all it was given during the turn
 //!    in one vectored write (up to [`MAX_IOVECS`](parlor_os::MAX_IOVECS) buffers; more writes
 //!    only when there is more), so a stream that several publishes reached in one turn gets
-//!    one write, one segment and one reader wake-up for all of them. While the loop is busy
-//!    those writes wait a little longer: before writing, it polls again without waiting, and
-//!    if more input has arrived (the next publishes) it takes another turn first, at most
-//!    [`DEFER_TURNS`] in a row and for [`DEFER_FOR`] at most. So under a stream of publishes each write carries several
-//!    turns' events (more events per second to many streams: BENCHMARKS.md), while a lone
-//!    message still leaves at the end of its own turn: nothing waits on a timer, and an idle
-//!    loop never holds bytes back. The connection whose input it was is written at once, so a
-//!    publisher's answer never waits, and a connection given more than 64 KiB is written as
-//!    it goes. Every write is reported to the core ([`Server::handle_flushed`]),
-//!    which is how it enforces the cap on unsent bytes of a client that stopped reading.
+//!    one write, one segment and one reader wake-up for all of them. A busy loop holds those
+//!    writes back a little longer, while more input keeps coming: a few turns, 2 ms at most
+//!    (the rule is in `deferral.rs`: [`DEFER_TURNS`], [`DEFER_FOR`], [`LINGER`]). A lone
+//!    message on an idle loop still leaves at the end of its own turn. The connection whose
+//!    input it was is written at once, so a publisher's answer never waits, and a connection
+//!    given more than 64 KiB is written as it goes. Every write is reported to the core
+//!    ([`Server::handle_flushed`]), which is how it enforces the cap on unsent bytes of a
+//!    client that stopped reading.
 //!
 //! Work per wake-up is bounded: a connection gets at most [`READS_PER_WAKE`] reads of 64 KiB and
 //! the listener at most [`ACCEPTS_PER_WAKE`] accepts before the others get their turn; whatever
@@ -48,7 +46,8 @@
 //! [`ACCEPT_PAUSE`] while existing connections keep being served ([`AcceptErrors`]). What both
 //! adapters share (the write queue, the accept policy, the program's `main`, the runner) is in
 //! `parlor-os`; this crate is the event loop: `lib.rs` the loop, signals, shutdown and accepts,
-//! `conn.rs` a connection's reads, writes, outputs and close.
+//! `conn.rs` a connection's reads, writes, outputs and close, `deferral.rs` when a busy loop
+//! writes what it held back.
 //!
 //! ## Use
 //! The binary is `parlor-mio` ([`parlor_os::main_entry`]). Tests and embedders start the same
@@ -79,15 +78,12 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 pub const READS_PER_WAKE: usize = 4;
 /// Connections accepted per wake-up before the existing ones get their turn.
 pub const ACCEPTS_PER_WAKE: usize = 256;
-/// Turns a busy loop may take, one after another, before it writes what they queued for
-/// connections other than the one whose input it was (step 5 of the loop).
-pub const DEFER_TURNS: usize = 8;
-/// How long a busy loop may hold those writes back, however long its turns take (a loop with
-/// many connections may take milliseconds per turn).
-pub const DEFER_FOR: Duration = Duration::from_millis(2);
 mod conn;
+mod deferral;
 
 use conn::Conn;
+use deferral::Deferral;
+pub use deferral::{DEFER_FOR, DEFER_TURNS, LINGER, NO_LINGER_ROUNDS};
 
 const PROGRAM: &str = "parlor-mio";
 
@@ -209,34 +205,23 @@ impl Serve for EventLoop {
     /// passed. Errors are those of the poll itself; connection errors only close that connection.
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        // Turns taken since the queued writes were last carried out.
-        let mut deferred = 0;
-        // When the writes now held back were first held back.
-        let mut deferred_since = Instant::now();
+        let mut deferral = Deferral::new(Instant::now());
         loop {
             let now = Instant::now();
             // The end of the previous turn: write what it queued, once per connection, unless
             // the loop is busy and may take another turn first (see `DEFER_TURNS`).
-            let defer = !self.dirty.is_empty()
-                && deferred < DEFER_TURNS
-                && (deferred == 0 || now.duration_since(deferred_since) < DEFER_FOR);
-            if defer {
-                if deferred == 0 {
-                    deferred_since = now;
-                }
-                deferred += 1;
-            } else {
+            let defer = deferral.hold(!self.dirty.is_empty(), now);
+            if !defer {
                 self.flush_dirty(now);
-                deferred = 0;
             }
             // Drained: every answer written, nothing unread; peers need not close first.
             if self.grace.is_over(now, self.server.is_drained()) {
                 return Ok(());
             }
-            let timeout = if defer || self.accept_pending || !self.pending_read.is_empty() {
+            let timeout = if self.accept_pending || !self.pending_read.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                [
+                let deadline = [
                     self.server.poll_timeout(),
                     self.accept_paused_until,
                     self.grace.deadline(),
@@ -244,7 +229,12 @@ impl Serve for EventLoop {
                 .into_iter()
                 .flatten()
                 .min()
-                .map(|t| t.saturating_duration_since(now))
+                .map(|t| t.saturating_duration_since(now));
+                if defer {
+                    Some(deferral.wait(now).min(deadline.unwrap_or(Duration::MAX)))
+                } else {
+                    deadline
+                }
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -253,10 +243,12 @@ impl Serve for EventLoop {
                 return Err(e);
             }
             let now = Instant::now();
-            if defer && events.is_empty() && self.pending_read.is_empty() && !self.accept_pending {
-                // Nothing more arrived: no reason to wait, write now.
-                deferred = DEFER_TURNS;
-                continue;
+            if defer {
+                let input = !events.is_empty() || !self.pending_read.is_empty();
+                deferral.found(input || self.accept_pending);
+                if !input && !self.accept_pending {
+                    continue; // nothing more arrived: write now
+                }
             }
 
             // Work left over from the previous turn (budgets ran out, reads resumed).
