@@ -876,6 +876,41 @@ fn a_failed_fetch_counts_one_broker_failure() {
     );
 }
 
+#[test]
+fn a_request_names_its_token_and_room_and_a_failure_says_what_it_was() {
+    // What a broker service reads off a request to answer it (the token carried back, the room
+    // a fetch's answer names), and the text a failure shows in logs.
+    let append = BrokerRequest::Append {
+        token: 7,
+        room: "lobby".into(),
+        text: Bytes::from_static(b"hi"),
+        id: None,
+        time_ms: 0,
+    };
+    let fetch = BrokerRequest::Fetch {
+        token: 8,
+        room: "r-2".into(),
+        after_seq: 0,
+        limit: 0,
+    };
+    assert_eq!((append.token(), append.room()), (7, "lobby"));
+    assert_eq!((fetch.token(), fetch.room()), (8, "r-2"));
+    for (failure, text) in [
+        (BrokerFailure::Unavailable, "the message log is unavailable"),
+        (BrokerFailure::Overloaded, "the message log's queue is full"),
+        (
+            BrokerFailure::Unknown,
+            "the message log did not answer in time",
+        ),
+        (
+            BrokerFailure::Rejected("OOM".into()),
+            "the message log refused: OOM",
+        ),
+    ] {
+        assert_eq!(failure.to_string(), text);
+    }
+}
+
 /// One node whose log is answered by hand: each fetch's answer is written out, sequence
 /// numbers and all, so each rule of merging an answer into the cache is met on its boundary.
 mod by_hand {

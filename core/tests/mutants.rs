@@ -466,3 +466,114 @@ fn an_origin_port_of_six_digits_is_no_port() {
     assert_eq!(publish(&mut s, "http://chat.example:08080"), 200);
     assert_eq!(publish(&mut s, "http://chat.example:008080"), 403);
 }
+
+// --- room.rs --------------------------------------------------------------------------------
+
+#[test]
+fn a_message_id_counts_twice_against_the_history_byte_cap() {
+    // A message costs its text, its id twice (in the message and as the key of the id map) and
+    // 96 bytes: three of 1 + 2 × 10 + 96 = 117 bytes fit in 351 bytes, not in 350.
+    for (cap, kept) in [(351, vec!["a", "b", "c"]), (350, vec!["b", "c"])] {
+        let mut s = Sim::new(Config {
+            history_bytes: cap,
+            max_message_bytes: 10,
+            ..Config::default()
+        });
+        for (i, text) in ["a", "b", "c"].into_iter().enumerate() {
+            let body = format!("message={text}&id=id-000000{i}");
+            let (_, r) = s.request(&format!(
+                "POST /publish?room=r HTTP/1.1\r\nHost: h\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
+            assert_eq!(r.status, 200, "{body}");
+        }
+        let r = s.get("/subscribe?room=r&since=0&format=json");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let texts: Vec<&str> = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, kept, "history_bytes {cap}");
+    }
+}
+
+#[test]
+fn a_room_lives_room_idle_after_its_last_use_not_after_the_start() {
+    let idle = Duration::from_secs(60);
+    let mut s = Sim::new(Config {
+        room_idle: idle,
+        ..Config::default()
+    });
+    s.advance(idle / 2);
+    assert_eq!(s.publish("a", "x").status, 200);
+    s.advance(idle - Duration::from_millis(1));
+    assert_eq!(metric(&mut s, "parlor_rooms"), 1, "freed before its time");
+    s.advance(Duration::from_millis(1));
+    assert_eq!(metric(&mut s, "parlor_rooms"), 0);
+}
+
+#[test]
+fn at_the_room_cap_a_room_left_empty_by_an_earlier_request_makes_way() {
+    // A poll whose cursor is ahead of the room creates the room and is refused: the room, left
+    // with neither history nor waiters, makes way for the next one at once, even within the same
+    // read (a pipelined publish), not only at the end of it.
+    let mut s = Sim::new(Config {
+        max_rooms: 1,
+        ..Config::default()
+    });
+    let c = s.connect();
+    let poll = sim::get_req(&format!("/subscribe?room=a&since={}", s.cursor(5)));
+    s.feed(c, format!("{poll}{}", sim::publish_req("b", "x")));
+    let answers: Vec<_> = s
+        .responses(c)
+        .iter()
+        .map(|r| (r.status, r.text().to_owned()))
+        .collect();
+    let published = format!("{}\n", s.cursor(1));
+    assert_eq!(
+        answers,
+        [
+            (400, "cursor is ahead of the room\n".to_owned()),
+            (200, published)
+        ]
+    );
+    assert_eq!(metric(&mut s, "parlor_rooms"), 1);
+    assert_eq!(s.get("/subscribe?room=b&since=0").text(), "x");
+}
+
+#[test]
+fn an_idle_room_is_a_deadline_of_its_own() {
+    // With no connection open, the room's expiry is the only deadline: an adapter that sleeps
+    // until `poll_timeout` must wake for it.
+    let idle = Duration::from_secs(60);
+    let mut s = Sim::new(Config {
+        room_idle: idle,
+        ..Config::default()
+    });
+    let t = s.now;
+    let (c, r) = s.request(&sim::publish_req("a", "x"));
+    assert_eq!(r.status, 200);
+    s.vanish(c);
+    assert_eq!(s.server.poll_timeout(), Some(t + idle));
+    assert!(s.next_deadline());
+    assert_eq!((s.now, metric(&mut s, "parlor_rooms")), (t + idle, 0));
+}
+
+#[test]
+fn a_message_costing_more_than_the_history_byte_cap_alone_is_kept() {
+    // `--history-bytes` may be as small as `--max-message-bytes`, below one message's cost (its
+    // text and 96 bytes): the newest message is kept, alone.
+    let mut s = Sim::new(Config {
+        history_bytes: 10,
+        max_message_bytes: 10,
+        ..Config::default()
+    });
+    for text in ["a", "b"] {
+        assert_eq!(s.publish("r", text).status, 200);
+        let r = s.get("/subscribe?room=r&since=0");
+        assert_eq!((r.text(), r.header("Parlor-Gap")), (text, None));
+    }
+}

@@ -168,6 +168,28 @@ fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
     assert_eq!(sim.response(others[2]).status, 503);
 }
 
+#[test]
+fn polls_of_a_trusted_proxy_that_forwards_nothing_are_not_capped() {
+    // Without a forwarding header the request is the proxy's own, a direct client: its polls
+    // are not counted per address, as its connections are not.
+    let mut sim = behind_proxy(Config {
+        max_connections_per_ip: 2,
+        ..Config::default()
+    });
+    let polls: Vec<_> = (0..3)
+        .map(|_| {
+            let c = sim.connect_from(ip(PROXY));
+            sim.feed(c, "GET /subscribe?room=r HTTP/1.1\r\nHost: h\r\n\r\n");
+            c
+        })
+        .collect();
+    assert_eq!(sim.server.held_count(), 3);
+    for c in polls {
+        assert!(sim.responses(c).is_empty(), "{c:?} was answered");
+    }
+    sim.server.check_invariants().unwrap();
+}
+
 /// A poll for room `r` from `client` behind the proxy, on a new connection from the proxy.
 fn poll_via_proxy(sim: &mut Sim, client: &str) -> parlor_core::ConnId {
     let c = sim.connect_from(ip(PROXY));

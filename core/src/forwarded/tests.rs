@@ -1,5 +1,6 @@
 //! Tests of the forwarding rules: trusted proxies, `Forwarded` and `X-Forwarded-*`, sites.
 
+use super::header::Element;
 use super::*;
 
 fn ip(s: &str) -> IpAddr {
@@ -250,6 +251,8 @@ fn malformed_headers_fall_back_to_the_peer() {
         fwd("for=1.2.3.4;host=a:80"), // a colon needs quotes
         fwd("for=1.2.3.4;host=\"a b\""),
         fwd("for=\"[::1\""),
+        fwd("for=1.2.3.4;proto"), // a parameter name with no `=`, at the very end
+        fwd("for"),
         xff("1.2.3.4, garbage"),
         xff("1.2.3.4.5"),
         ForwardedHeaders {
@@ -275,6 +278,23 @@ fn malformed_headers_fall_back_to_the_peer() {
     // The same headers from an untrusted peer are not even looked at.
     let c = f.resolve(ip("192.0.2.1"), Some("x"), &fwd("for="));
     assert!(!c.malformed);
+}
+
+#[test]
+fn a_trusted_proxy_without_forwarding_headers_is_a_direct_client() {
+    // The proxy's own request (a health check, say): nothing is forwarded, so nothing is read
+    // from the headers, and the client is the proxy itself, with its own `Host`.
+    let f = trusting(&["127.0.0.1"]);
+    let direct = Client {
+        addr: ip("127.0.0.1"),
+        site: None,
+        forwarded: false,
+        malformed: false,
+    };
+    for host in [Some("chat.example:8080"), None] {
+        let c = f.resolve(ip("127.0.0.1"), host, &ForwardedHeaders::default());
+        assert_eq!(c, direct, "{host:?}");
+    }
 }
 
 #[test]
@@ -315,6 +335,18 @@ fn forwarded_syntax() {
     assert_eq!(parse_node("_"), None);
     assert_eq!(parse_node("[::1]x"), None);
     assert_eq!(parse_node("1.2.3.4:0"), None);
+    // A quoted string holds tabs, spaces and visible characters (RFC 9110 qdtext), no other
+    // control character.
+    assert_eq!(
+        parse_forwarded("host=\"a\tb c~\""),
+        Some(vec![Element {
+            host: Some("a\tb c~".into()),
+            ..Element::default()
+        }])
+    );
+    for bad in ["a\u{1}b", "a\u{7f}b", "a\rb", "\u{0}"] {
+        assert_eq!(parse_forwarded(&format!("host=\"{bad}\"")), None, "{bad:?}");
+    }
 }
 
 #[test]
