@@ -198,6 +198,14 @@ impl Server {
         self.conns.held()
     }
 
+    /// Whether `conn` is an open event stream (`GET /events`): what it is sent next is an event
+    /// no request waits for, so an adapter may hold it back a little while it is busy, to write
+    /// several in one go. A poll's answer is awaited: its client asks again only once it has it.
+    #[must_use]
+    pub fn is_streaming(&self, conn: ConnId) -> bool {
+        self.conns.is_streaming(conn)
+    }
+
     /// Whether [`handle_shutdown`](Self::handle_shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down

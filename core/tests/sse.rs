@@ -378,6 +378,34 @@ fn max_age_ends_the_stream_cleanly() {
     assert_eq!(metric(&mut s, "parlor_sse_streams"), 0);
 }
 
+/// What an adapter may hold back a little (`Server::is_streaming`): an open stream's events,
+/// not a poll's answer, a page, or a stream that ended.
+#[test]
+fn only_an_open_stream_is_streaming() {
+    let mut s = Sim::new(Config {
+        sse_max_age: Duration::from_secs(40),
+        ..config()
+    });
+    let stream = open(&mut s, "/events?room=r", "");
+    let poll = open(&mut s, "/subscribe?room=r", "");
+    let page = open(&mut s, "/", "");
+    assert!(s.server.is_streaming(stream));
+    assert!(!s.server.is_streaming(poll), "a held poll");
+    assert!(
+        !s.server.is_streaming(page),
+        "a keep-alive connection after its answer"
+    );
+    s.publish("r", "m");
+    assert!(
+        s.server.is_streaming(stream),
+        "still streaming after an event"
+    );
+    assert!(!s.server.is_streaming(poll), "answered, open again");
+    s.advance(Duration::from_secs(40));
+    assert!(s.is_closed(stream));
+    assert!(!s.server.is_streaming(stream), "ended at its maximum age");
+}
+
 #[test]
 fn events_are_encoded_once_per_representation() {
     let mut s = Sim::new(config());

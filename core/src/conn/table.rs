@@ -65,6 +65,13 @@ impl Conns {
         self.held
     }
 
+    /// Whether `id` is an open event stream.
+    pub fn is_streaming(&self, id: ConnId) -> bool {
+        self.slab
+            .get(id.0)
+            .is_some_and(|c| matches!(c.state, State::Streaming(_)))
+    }
+
     /// The next output for the adapter.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
