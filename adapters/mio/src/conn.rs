@@ -170,20 +170,6 @@ impl EventLoop {
     fn settle_answer(&mut self, id: ConnId, now: Instant) {
         self.settle(now);
         self.flush(id, now);
-        // Written in full: it need not wait in `dirty`, where it would make the turn look as
-        // if it held writes back. (Usually the last one in: a request's answer is often all
-        // its turn says.)
-        if self.dirty.last() == Some(&id)
-            && self
-                .conns
-                .get(id.0)
-                .and_then(Option::as_ref)
-                .map_or(true, |c| {
-                    c.queue.is_empty() && (!c.closing() || c.write_shut())
-                })
-        {
-            self.dirty.pop();
-        }
     }
 
     /// The end of a turn: writes every connection that got bytes (or a close) during it, each
@@ -223,7 +209,13 @@ impl EventLoop {
             Output::Send { data, .. } => {
                 if !data.is_empty() && !c.write_shut() {
                     if c.queue.is_empty() {
-                        self.dirty.push(id);
+                        // A stream's events may wait while the loop is busy; an answer is
+                        // awaited (see `Server::is_streaming`).
+                        if self.server.is_streaming(id) {
+                            self.held.push(id);
+                        } else {
+                            self.dirty.push(id);
+                        }
                     }
                     c.queue.push(data);
                     // A turn that says a lot to one connection (a burst of publishes to a

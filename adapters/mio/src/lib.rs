@@ -22,9 +22,10 @@
 //! 5. End the turn by writing every remembered connection: all it was given during the turn
 //!    in one vectored write (up to [`MAX_IOVECS`](parlor_os::MAX_IOVECS) buffers; more writes
 //!    only when there is more), so a stream that several publishes reached in one turn gets
-//!    one write, one segment and one reader wake-up for all of them. A busy loop holds those
-//!    writes back a little longer, while more input keeps coming: a few turns, 2 ms at most
-//!    (the rule is in `deferral.rs`: [`DEFER_TURNS`], [`DEFER_FOR`], [`LINGER`]). A lone
+//!    one write, one segment and one reader wake-up for all of them. A busy loop holds an
+//!    event stream's writes back a little longer, while more input keeps coming: a few turns,
+//!    2 ms at most (the rule both servers follow: [`Deferral`](parlor_os::Deferral)); a poll's
+//!    answer is not held back, since its client asks again only once it has it. A lone
 //!    message on an idle loop still leaves at the end of its own turn. The connection whose
 //!    input it was is written at once, so a publisher's answer never waits, and a connection
 //!    given more than 64 KiB is written as it goes. Every write is reported to the core
@@ -46,8 +47,7 @@
 //! [`ACCEPT_PAUSE`] while existing connections keep being served ([`AcceptErrors`]). What both
 //! adapters share (the write queue, the accept policy, the program's `main`, the runner) is in
 //! `parlor-os`; this crate is the event loop: `lib.rs` the loop, signals, shutdown and accepts,
-//! `conn.rs` a connection's reads, writes, outputs and close, `deferral.rs` when a busy loop
-//! writes what it held back.
+//! `conn.rs` a connection's reads, writes, outputs and close.
 //!
 //! ## Use
 //! The binary is `parlor-mio` ([`parlor_os::main_entry`]). Tests and embedders start the same
@@ -67,7 +67,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parlor_core::{ConnId, Server};
 use parlor_os::shared_log::SharedLog;
 use parlor_os::{
-    AcceptErrors, AcceptFailure, Cli, Grace, Listening, Serve, ACCEPT_PAUSE, READ_BUFFER_BYTES,
+    AcceptErrors, AcceptFailure, Cli, Deferral, Grace, Listening, Serve, ACCEPT_PAUSE,
+    READ_BUFFER_BYTES,
 };
 
 const LISTENER: Token = Token(usize::MAX);
@@ -79,11 +80,8 @@ pub const READS_PER_WAKE: usize = 4;
 /// Connections accepted per wake-up before the existing ones get their turn.
 pub const ACCEPTS_PER_WAKE: usize = 256;
 mod conn;
-mod deferral;
 
 use conn::Conn;
-use deferral::Deferral;
-pub use deferral::{DEFER_FOR, DEFER_TURNS, LINGER, NO_LINGER_ROUNDS};
 
 const PROGRAM: &str = "parlor-mio";
 
@@ -114,8 +112,11 @@ pub struct EventLoop {
     /// Indexed by `ConnId.0` (the core's slab keys are small and dense).
     conns: Vec<Option<Conn>>,
     buf: Box<[u8]>,
-    /// Connections with bytes to write or a close to carry out.
+    /// Connections with bytes to write or a close to carry out, at the end of the turn.
     dirty: Vec<ConnId>,
+    /// Event streams with events to write, held back while the loop is busy
+    /// ([`Deferral`]).
+    held: Vec<ConnId>,
     /// Connections that may have more to read: their read budget ran out, they were resumed,
     /// or their sending side was just shut down.
     pending_read: VecDeque<ConnId>,
@@ -158,6 +159,7 @@ impl Serve for EventLoop {
             conns: Vec::new(),
             buf: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
             dirty: Vec::new(),
+            held: Vec::new(),
             pending_read: VecDeque::new(),
             accept_pending: false,
             accept_paused_until: None,
@@ -209,11 +211,12 @@ impl Serve for EventLoop {
         loop {
             let now = Instant::now();
             // The end of the previous turn: write what it queued, once per connection, unless
-            // the loop is busy and may take another turn first (see `DEFER_TURNS`).
-            let defer = deferral.hold(!self.dirty.is_empty(), now);
+            // the loop is busy and may take another turn first (see `parlor_os::Deferral`).
+            let defer = deferral.hold(!self.held.is_empty(), now);
             if !defer {
-                self.flush_dirty(now);
+                self.dirty.append(&mut self.held);
             }
+            self.flush_dirty(now);
             // Drained: every answer written, nothing unread; peers need not close first.
             if self.grace.is_over(now, self.server.is_drained()) {
                 return Ok(());

@@ -21,6 +21,8 @@
 //!   accepting for [`ACCEPT_PAUSE`], logged once per episode.
 //! * [`Listening`] and [`Grace`] (`start.rs`): the bound listener and core an adapter starts
 //!   from, and the graceful shutdown's end (empty, past the grace, or a second signal).
+//! * [`Deferral`] (`deferral.rs`): when a busy server writes what it held back for the
+//!   connections an input did not come from.
 //! * [`report_adapter_bug`] and the constants both event loops use ([`READ_BUFFER_BYTES`],
 //!   [`MAX_IOVECS`]).
 //!
@@ -34,6 +36,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 mod accept;
 mod cli;
+mod deferral;
 mod start;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -44,6 +47,7 @@ pub use cli::{
     default_max_connections, parse_args, startup_line, Cli, CliError, CliOutcome, DEFAULT_LISTEN,
     DEFAULT_REDIS_PREFIX, DEFAULT_SHUTDOWN_GRACE, FD_RESERVE,
 };
+pub use deferral::{Deferral, DEFER_FOR, DEFER_TURNS, LINGER, NO_LINGER_ROUNDS};
 pub use start::{Grace, Listening};
 pub use write_queue::{Flushed, WriteQueue, MAX_IOVECS};
 

@@ -44,9 +44,10 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    /// Takes one output of the core for this connection and wakes its task (which only
-    /// schedules it: no task runs inside another).
-    pub(crate) fn deliver(&mut self, output: Output) {
+    /// Takes one output of the core for this connection. Returns the task's waker when it
+    /// waits for something to do (none while it runs: it looks at its mailbox again before it
+    /// waits); the caller wakes it, now or, for bytes, once the server is no longer busy.
+    pub(crate) fn deliver(&mut self, output: Output) -> Option<Waker> {
         match output {
             Output::Send { data, .. } => self.queue.push(data),
             Output::Close { .. } => self.close = true,
@@ -54,9 +55,7 @@ impl Mailbox {
             Output::PauseRead { .. } => self.paused = true,
             Output::ResumeRead { .. } => self.paused = false,
         }
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
+        self.waker.take()
     }
 }
 

@@ -25,6 +25,9 @@
 //!   [`Timer`] that is reset only when the deadline changes (a connection task that makes it
 //!   earlier pokes the owner), registers accepted connections and spawns their tasks, and runs
 //!   the graceful shutdown.
+//! * **The flusher** (`flush_loop`) wakes the tasks of the event streams that got events: at
+//!   once when nothing else came in meanwhile, or, while input keeps coming, after a linger of
+//!   up to 100 µs per round, 2 ms at most.
 //! * **The acceptor** accepts connections and hands them to the owner (`Event::Accepted`) on a
 //!   bounded channel. Accept errors (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, anything
 //!   unexpected) are logged once per episode and pause accepting for [`ACCEPT_PAUSE`]; they
@@ -35,10 +38,13 @@
 //! the core has room for. Each connection's mailbox is the core's outputs for it coalesced into
 //! a queue of `Bytes` and three flags, plus the task's waker, kept in a table indexed by the
 //! connection's id (no allocation of its own). Routing to it never waits and never fails; what
-//! bounds its memory is the core's cap on unsent bytes. Routing only wakes the task, which runs
+//! bounds its memory is the core's cap on unsent bytes. Routing wakes the task, which runs
 //! after the tasks already runnable (the publishers' among them), so everything its mailbox
-//! gathered meanwhile (the events of several publishes, on a stream) leaves in one vectored
-//! write: the same coalescing as `parlor-mio`'s end-of-turn write, with no timer.
+//! gathered meanwhile leaves in one vectored write. An event stream's events go further: the
+//! wake-up is left to the flusher (above), which while the server is busy waits a little longer,
+//! so each write carries the events of several publishes (the rule `parlor-mio` follows too:
+//! [`Deferral`](parlor_os::Deferral)). A poll's answer is not held back: its client asks again
+//! only once it has it.
 //!
 //! `lib.rs` holds the owner, the shared core, the acceptor and the signals; `connection.rs` the
 //! connection task and its mailbox. What both adapters share (the write queue, the accept
@@ -70,9 +76,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use parlor_core::{ConnId, Server};
+use parlor_core::{ConnId, Output, Server};
 use parlor_os::shared_log::SharedLog;
-use parlor_os::{AcceptErrors, AcceptFailure, Cli, Grace, Listening, Serve, ACCEPT_PAUSE};
+use parlor_os::{
+    AcceptErrors, AcceptFailure, Cli, Deferral, Grace, Listening, Serve, ACCEPT_PAUSE,
+};
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
@@ -205,16 +213,9 @@ impl Bound {
                 .detach();
         }
         let shared = Rc::new(Shared {
-            core: RefCell::new(Core {
-                server,
-                mailboxes: Vec::new(),
-                armed: None,
-                poked: false,
-                owner: None,
-                shutting_down: false,
-                shared_log,
-            }),
+            core: RefCell::new(Core::new(server, shared_log)),
         });
+        executor.spawn(flush_loop(shared.clone())).detach();
 
         let mut timer = Timer::never();
         let mut grace_timer = Timer::never();
@@ -344,6 +345,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// [`flush_loop`]'s wait for held-back wake-ups.
+    fn held(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut core = self.core.borrow_mut();
+        if !core.held.is_empty() {
+            return Poll::Ready(());
+        }
+        if !core
+            .flusher
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            core.flusher = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// The owner's wait for a poke from a connection task.
     fn poked(&self, cx: &mut Context<'_>) -> Poll<Wake> {
         let mut core = self.core.borrow_mut();
@@ -374,9 +391,34 @@ struct Core {
     shutting_down: bool,
     /// With `--redis`: the broker of the shared log.
     shared_log: Option<SharedLog>,
+    /// Event streams' tasks whose mailboxes got events, not woken yet: [`flush_loop`] wakes
+    /// them when the server is not busy.
+    held: Vec<Waker>,
+    /// [`flush_loop`], while it waits for `held` to fill.
+    flusher: Option<Waker>,
+    /// Reads handed to the core so far: more of them while bytes are held back means busy.
+    inputs: u64,
+    /// `inputs` when the bytes now held back began to be.
+    held_inputs: u64,
 }
 
 impl Core {
+    fn new(server: Server, shared_log: Option<SharedLog>) -> Core {
+        Core {
+            server,
+            mailboxes: Vec::new(),
+            armed: None,
+            poked: false,
+            owner: None,
+            shutting_down: false,
+            shared_log,
+            held: Vec::new(),
+            flusher: None,
+            inputs: 0,
+            held_inputs: 0,
+        }
+    }
+
     /// Feeds the broker's events to the core, then carries out what they caused.
     fn pump_broker(&mut self, now: Instant) {
         if let Some(log) = &self.shared_log {
@@ -400,6 +442,7 @@ impl Core {
 
     /// Bytes arrived on `id`.
     fn handle_data(&mut self, id: ConnId, data: &[u8]) {
+        self.inputs += 1;
         let result = self.server.handle_data(id, data, Instant::now());
         self.after(result);
     }
@@ -448,13 +491,59 @@ impl Core {
         }
         while let Some(output) = self.server.poll_output() {
             // None only when the task has ended and told the core.
-            if let Some(mailbox) = self
-                .mailboxes
-                .get_mut(output.conn().0)
-                .and_then(Option::as_mut)
-            {
-                mailbox.deliver(output);
+            let id = output.conn();
+            // A stream's events may wait while the server is busy; an answer is awaited (see
+            // `Server::is_streaming`).
+            let events = matches!(output, Output::Send { .. }) && self.server.is_streaming(id);
+            let Some(mailbox) = self.mailboxes.get_mut(id.0).and_then(Option::as_mut) else {
+                continue;
+            };
+            // Waking only schedules the task: no task runs inside another.
+            match mailbox.deliver(output) {
+                Some(waker) if events => self.hold(waker),
+                Some(waker) => waker.wake(),
+                None => {}
             }
+        }
+    }
+
+    /// Holds back the wake-up of a stream's task that got events, for [`flush_loop`].
+    fn hold(&mut self, waker: Waker) {
+        if self.held.is_empty() {
+            self.held_inputs = self.inputs;
+            if let Some(flusher) = self.flusher.take() {
+                flusher.wake();
+            }
+        }
+        self.held.push(waker);
+    }
+}
+
+/// Wakes the event streams' tasks whose mailboxes got events, by the rule both servers follow
+/// ([`Deferral`]): it runs after the tasks already runnable (the
+/// publishers' among them), and if they handed the core more input meanwhile, the server is
+/// busy and the wake-ups wait a little longer (a [`Timer`] of up to [`LINGER`](parlor_os::LINGER)
+/// per round, 2 ms in all at most) while input keeps coming, so that each stream's task writes
+/// several publishes' events at once.
+async fn flush_loop(shared: Rc<Shared>) {
+    let mut deferral = Deferral::new(Instant::now());
+    let mut wake = Vec::new();
+    loop {
+        std::future::poll_fn(|cx| shared.held(cx)).await;
+        let mut seen = shared.core.borrow().held_inputs;
+        while deferral.hold(true, Instant::now()) {
+            let wait = deferral.wait(Instant::now());
+            if !wait.is_zero() {
+                Timer::after(wait).await;
+            }
+            let inputs = shared.core.borrow().inputs;
+            deferral.found(inputs != seen);
+            seen = inputs;
+        }
+        // Keep both allocations for the next round.
+        std::mem::swap(&mut wake, &mut shared.core.borrow_mut().held);
+        for waker in wake.drain(..) {
+            waker.wake();
         }
     }
 }

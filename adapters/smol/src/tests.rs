@@ -7,15 +7,10 @@ use std::net::Shutdown;
 
 fn shared(now: Instant) -> Rc<Shared> {
     Rc::new(Shared {
-        core: RefCell::new(Core {
-            server: Server::new(Config::default(), 1_763_764_000_000, now),
-            mailboxes: Vec::new(),
-            armed: None,
-            poked: false,
-            owner: None,
-            shutting_down: false,
-            shared_log: None,
-        }),
+        core: RefCell::new(Core::new(
+            Server::new(Config::default(), 1_763_764_000_000, now),
+            None,
+        )),
     })
 }
 

@@ -1,37 +1,39 @@
-//! When the loop writes what a turn queued for connections other than the one whose input it
-//! was (step 5 of the loop, in the crate docs): at once when the loop is idle, a little later
-//! when it is busy, so that a stream several publishes reach in a row gets them in one write.
+//! When an adapter writes what the core gave connections other than the one whose input it was
+//! handling: at once when the server is idle, a little later when it is busy, so that a stream
+//! that several publishes reach in a row gets them in one write. Both adapters follow this rule
+//! (`parlor-mio` at the end of an event-loop turn, `parlor-smol` before it wakes the connection
+//! tasks that got bytes); [`Deferral`] keeps it.
 //!
-//! The rule, kept by [`Deferral`]:
-//! * Before writing, the loop polls again. Without waiting, unless the loop is *busy* (the last
-//!   time writes were held back, more input came meanwhile): then it waits up to [`LINGER`],
-//!   about the time a client answered at once (a publisher) takes to send its next request.
-//! * Input arrived: take another turn first, at most [`DEFER_TURNS`] turns and [`DEFER_FOR`]
-//!   in a row. None: write now.
+//! * Before writing, the adapter looks for more input. Without waiting, unless it is *busy*
+//!   (the last time writes were held back, more input came meanwhile): then it waits up to
+//!   [`LINGER`], about the time a client answered at once (a publisher) takes to send its next
+//!   request.
+//! * Input arrived: handle it first, at most [`DEFER_TURNS`] times and for [`DEFER_FOR`] in a
+//!   row. None: write now.
 //! * A linger that found no input means the clients were waiting for these very writes (the
 //!   answers to their polls) rather than sending more: the next [`NO_LINGER_ROUNDS`] rounds do
 //!   not linger, so long-polling clients are not made to wait.
 //!
-//! A lone message on an idle loop still leaves at the end of its own turn (the poll that does
-//! not wait finds nothing), and nothing waits on a timer of its own: a linger is the poll's
-//! timeout, which any input ends.
+//! A lone message on an idle server still leaves at once (the look that does not wait finds
+//! nothing), and nothing waits on a timer of its own in `parlor-mio` (a linger is the poll's
+//! timeout, which any input ends).
 
 use std::time::{Duration, Instant};
 
-/// Turns a busy loop may take, one after another, before it writes what they queued for
-/// connections other than the one whose input it was.
+/// Inputs a busy server may handle, one round after another, before it writes what they gave
+/// connections other than the one whose input it was (event-loop turns in `parlor-mio`).
 pub const DEFER_TURNS: usize = 8;
-/// How long a busy loop may hold those writes back, however long its turns take (a loop with
+/// How long a busy server may hold those writes back, however long its turns take (a loop with
 /// many connections may take milliseconds per turn).
 pub const DEFER_FOR: Duration = Duration::from_millis(2);
-/// While the loop is busy, how long a held-back turn waits for more input before writing.
+/// While the server is busy, how long a held-back round waits for more input before writing.
 pub const LINGER: Duration = Duration::from_micros(100);
 /// Rounds of held-back writes that do not linger after a linger found no input.
 pub const NO_LINGER_ROUNDS: u32 = 16;
 
-/// Writes held back by a busy loop: see the module docs.
+/// Writes held back by a busy server: see the module docs.
 #[derive(Debug)]
-pub(crate) struct Deferral {
+pub struct Deferral {
     /// Turns taken since the queued writes were last carried out.
     turns: usize,
     /// When the writes now held back were first held back.
@@ -45,7 +47,8 @@ pub(crate) struct Deferral {
 }
 
 impl Deferral {
-    pub(crate) fn new(now: Instant) -> Deferral {
+    /// Nothing held back, and not busy.
+    pub fn new(now: Instant) -> Deferral {
         Deferral {
             turns: 0,
             since: now,
@@ -57,7 +60,7 @@ impl Deferral {
 
     /// Whether the writes queued so far (`queued`: any) may wait for another turn; counts the
     /// turn if so. `false` means: write them now.
-    pub(crate) fn hold(&mut self, queued: bool, now: Instant) -> bool {
+    pub fn hold(&mut self, queued: bool, now: Instant) -> bool {
         if !queued
             || self.turns >= DEFER_TURNS
             || (self.turns > 0 && now.duration_since(self.since) >= DEFER_FOR)
@@ -75,7 +78,7 @@ impl Deferral {
 
     /// How long a held-back turn's poll may wait for input: not at all unless the loop is
     /// busy, and never past [`DEFER_FOR`].
-    pub(crate) fn wait(&mut self, now: Instant) -> Duration {
+    pub fn wait(&mut self, now: Instant) -> Duration {
         self.lingering = self.busy && self.no_linger == 0;
         if self.lingering {
             LINGER.min(DEFER_FOR.saturating_sub(now.duration_since(self.since)))
@@ -86,7 +89,7 @@ impl Deferral {
 
     /// What a held-back turn's poll found: input (take the turn; the loop is busy), or none
     /// (the next [`hold`](Self::hold) says write now).
-    pub(crate) fn found(&mut self, input: bool) {
+    pub fn found(&mut self, input: bool) {
         self.busy = input;
         if !input {
             self.turns = DEFER_TURNS;
