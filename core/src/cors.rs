@@ -97,19 +97,26 @@ pub(crate) fn host_allowed(host: Option<&str>, allowed: &[String]) -> bool {
     let Some((name, port)) = split_authority(host) else {
         return false;
     };
-    let name = name.to_ascii_lowercase();
-    let loopback = name == "localhost"
-        || name.ends_with(".localhost")
+    // Compared without case and without a lowercased copy: this runs on every request.
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || ends_with_ignore_case(name, ".localhost")
         || name == "[::1]"
         || name
             .parse::<core::net::Ipv4Addr>()
             .is_ok_and(|a| a.is_loopback());
     loopback
         || allowed.iter().any(|a| match split_authority(a) {
-            Some((n, None)) => n.eq_ignore_ascii_case(&name),
-            Some((n, Some(p))) => n.eq_ignore_ascii_case(&name) && port == Some(p),
+            Some((n, None)) => n.eq_ignore_ascii_case(name),
+            Some((n, Some(p))) => n.eq_ignore_ascii_case(name) && port == Some(p),
             None => false,
         })
+}
+
+/// Whether `s` ends with `suffix`, ASCII case ignored.
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len()
+        .checked_sub(suffix.len())
+        .is_some_and(|start| s.as_bytes()[start..].eq_ignore_ascii_case(suffix.as_bytes()))
 }
 
 #[cfg(test)]
@@ -163,10 +170,12 @@ mod tests {
             Some("localhost"),
             Some("LOCALHOST:8080"),
             Some("app.localhost"),
+            Some("App.LocalHost:80"),
             Some("127.0.0.1:1"),
             Some("127.9.9.9"),
             Some("[::1]:8080"),
             Some("chat.example:443"),
+            Some("Chat.Example"),
             Some("other.example:8080"),
         ] {
             assert!(host_allowed(ok, &allowed), "{ok:?}");
@@ -177,6 +186,7 @@ mod tests {
             "10.0.0.1",
             "[::2]",
             "localhost.evil.example",
+            "evillocalhost",
             "",
             ":80",
         ] {

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::response::push_u64;
+use crate::response::{push_decimal, push_u64};
 
 /// A cursor as the server writes it: in a `Parlor-Cursor` header, a publish answer or a JSON
 /// batch. Parsing goes the other way, into a [`Since`].
@@ -38,6 +38,19 @@ impl<'a> Cursor<'a> {
                 out.extend_from_slice(epoch.as_bytes());
                 out.push(b'-');
                 push_u64(out, seq);
+            }
+        }
+    }
+
+    /// Appends the cursor's text to `out` (what `Display` writes, without the formatting
+    /// machinery: every publish answer writes its cursor twice).
+    pub fn push_str_to(&self, out: &mut String) {
+        match *self {
+            Cursor::Start => out.push('0'),
+            Cursor::At { epoch, seq } => {
+                out.push_str(epoch);
+                out.push('-');
+                push_decimal(out, seq);
             }
         }
     }
@@ -111,6 +124,25 @@ pub(crate) fn epoch_tag(mut ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_are_written_alike_every_way() {
+        for cursor in [
+            Cursor::Start,
+            Cursor::at("mx6gzvy9", 1),
+            Cursor::at("e", 1234567),
+        ] {
+            let shown = cursor.to_string();
+            let mut text = String::from(">");
+            cursor.push_str_to(&mut text);
+            assert_eq!(text, format!(">{shown}"));
+            let mut bytes = b">".to_vec();
+            cursor.push_to(&mut bytes);
+            assert_eq!(bytes, format!(">{shown}").into_bytes());
+        }
+        assert_eq!(Cursor::Start.to_string(), "0");
+        assert_eq!(Cursor::at("e", 1234567).to_string(), "e-1234567");
+    }
 
     #[test]
     fn cursors_parse() {

@@ -165,15 +165,13 @@ pub struct Request {
 impl Request {
     /// The path part of the target (before `?`).
     pub fn path(&self) -> &str {
-        match self.target.find('?') {
-            Some(i) => &self.target[..i],
-            None => &self.target,
-        }
+        let target = self.target.as_str();
+        target.split_once('?').map_or(target, |(path, _)| path)
     }
 
     /// The query part of the target (after `?`), if any.
     pub fn query(&self) -> Option<&str> {
-        self.target.find('?').map(|i| &self.target[i + 1..])
+        self.target.as_str().split_once('?').map(|(_, query)| query)
     }
 }
 
@@ -267,6 +265,10 @@ pub(super) fn parse_head(
 /// authority and its origin-form path and query. `Ok(None)`: not absolute-form.
 fn absolute_form(target: &str) -> Result<Option<(&str, String)>, HttpError> {
     const BAD: HttpError = HttpError::new(400, "invalid absolute-form request target");
+    // The common case, origin form, without searching it.
+    if target.starts_with('/') {
+        return Ok(None);
+    }
     let Some(i) = target.find("://") else {
         return Ok(None);
     };

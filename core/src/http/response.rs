@@ -186,8 +186,8 @@ pub fn decimal_len(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
-/// Appends the decimal digits of `n`.
-pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+/// The decimal digits of `n`: `digits[start..]`.
+fn decimal_digits(mut n: u64) -> ([u8; 20], usize) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -198,7 +198,20 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    (digits, i)
+}
+
+/// Appends the decimal digits of `n`.
+pub fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let (digits, start) = decimal_digits(n);
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// Appends the decimal digits of `n` to a string (what `write!(text, "{n}")` writes, without
+/// the formatting machinery).
+pub fn push_decimal(text: &mut String, n: u64) {
+    let (digits, start) = decimal_digits(n);
+    text.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 /// An error answer to encode: `status` with `reason` and a newline as its plain-text body.
@@ -305,6 +318,19 @@ impl ResponseCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_as_display_writes_them() {
+        for n in [0, 7, 9, 10, 99, 100, 4_294_967_296, u64::MAX - 1, u64::MAX] {
+            let mut text = String::from("x");
+            push_decimal(&mut text, n);
+            assert_eq!(text, format!("x{n}"));
+            let mut bytes = b"y".to_vec();
+            push_u64(&mut bytes, n);
+            assert_eq!(bytes, format!("y{n}").into_bytes());
+            assert_eq!(decimal_len(n), n.to_string().len());
+        }
+    }
 
     #[test]
     fn responses_encode_exactly() {

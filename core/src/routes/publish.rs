@@ -1,6 +1,5 @@
 //! `POST /publish`: check and decode the message, rate-limit the sender, append it to its room.
 
-use std::fmt::Write;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -47,8 +46,9 @@ pub(crate) fn handle(
         Ok(n) => n,
         Err(action) => return action,
     };
-    let wants_json = wants_json(&request);
-    let body = match read_body(ctx, &request, body) {
+    let media = form::Media::of(request.headers.content_type.as_deref());
+    let wants_json = wants_json(media, &request);
+    let body = match read_body(ctx, media, body) {
         Ok(b) => b,
         Err(action) => return action,
     };
@@ -142,8 +142,8 @@ fn append(
 }
 
 /// Whether the publisher wants its answer in JSON (it sent JSON, or accepts it).
-fn wants_json(request: &Request) -> bool {
-    form::Media::of(request.headers.content_type.as_deref()) == form::Media::Json
+fn wants_json(media: form::Media, request: &Request) -> bool {
+    media == form::Media::Json
         || request
             .headers
             .accept
@@ -151,9 +151,8 @@ fn wants_json(request: &Request) -> bool {
             .is_some_and(form::accepts_json)
 }
 
-/// Decodes the body by its media type and checks the message and its id.
-fn read_body(ctx: &Ctx<'_>, request: &Request, body: Vec<u8>) -> Result<form::Publish, Action> {
-    let media = form::Media::of(request.headers.content_type.as_deref());
+/// Decodes the body by its media type (`media`, of its `Content-Type`) and checks the message and its id.
+fn read_body(ctx: &Ctx<'_>, media: form::Media, body: Vec<u8>) -> Result<form::Publish, Action> {
     let body = form::publish_body(media, body)
         .map_err(|(status, reason)| Action::reject(status, reason))?;
     if body.message.trim().is_empty() {
@@ -181,14 +180,18 @@ pub(crate) fn encode_answer(
 ) -> Bytes {
     // The cursor and the body in one buffer: the cursor (a header's value) first, the body
     // after it (the cursor again, as text or JSON).
+    // Written by hand, not with `write!`: this runs on every publish.
     let mut text = String::with_capacity(2 * cursor_len(cursor) + 16);
-    let _ = write!(text, "{cursor}");
+    cursor.push_str_to(&mut text);
     let cursor_end = text.len();
     let content_type = if json {
-        let _ = write!(text, "{{\"cursor\":\"{cursor}\"}}");
+        text.push_str("{\"cursor\":\"");
+        cursor.push_str_to(&mut text);
+        text.push_str("\"}");
         response::APPLICATION_JSON
     } else {
-        let _ = writeln!(text, "{cursor}");
+        cursor.push_str_to(&mut text);
+        text.push('\n');
         response::TEXT_PLAIN
     };
     let (cursor, body) = text.split_at(cursor_end);
