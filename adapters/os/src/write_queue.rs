@@ -1,4 +1,4 @@
-//! The bytes queued for one connection, written with one vectored write per burst.
+//! The bytes queued for one connection, written with one (vectored) write per burst.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
