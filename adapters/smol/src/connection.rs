@@ -4,13 +4,14 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::IoSlice;
+use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parlor_core::{ConnId, Output, Server};
 use parlor_os::{Flushed, WriteQueue, READ_BUFFER_BYTES};
 use smol::io::{AsyncRead, AsyncWrite};
@@ -27,10 +28,14 @@ const DISCARDS_PER_TURN: u32 = 4;
 const TURNS_BEFORE_YIELD: u32 = 16;
 
 /// What the core has for one connection task, kept in the shared state's table (no allocation
-/// of its own): the core's outputs for it coalesce here (bytes in order, flags), and the task's
-/// waker. A held connection's mailbox is a few words.
-#[derive(Default)]
+/// of its own): the socket, the core's outputs for it coalesced (bytes in order, flags), and the
+/// task's waker. A held connection's mailbox is a few words.
+///
+/// The socket lives here rather than in the task so that a poll's answer can be written the
+/// moment the core routes it ([`Mailbox::send_now`]), without waking the task.
 pub(crate) struct Mailbox {
+    /// The connection's socket; dropped (closed) with the mailbox, once the task has ended.
+    stream: Async<TcpStream>,
     /// Bytes to write.
     queue: WriteQueue,
     /// `Output::Close`: close once `queue` is written.
@@ -44,6 +49,17 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
+    pub(crate) fn new(stream: Async<TcpStream>) -> Mailbox {
+        Mailbox {
+            stream,
+            queue: WriteQueue::default(),
+            close: false,
+            abort: false,
+            paused: false,
+            waker: None,
+        }
+    }
+
     /// Takes one output of the core for this connection. Returns the task's waker when it
     /// waits for something to do (none while it runs: it looks at its mailbox again before it
     /// waits); the caller wakes it, now or, for bytes, once the server is no longer busy.
@@ -57,11 +73,55 @@ impl Mailbox {
         }
         self.waker.take()
     }
+
+    /// Whether the task waits with nothing queued for it.
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.waker.is_some() && self.queue.is_empty()
+    }
+
+    /// Takes bytes for the connection (a poll's answer: not a stream's events, which may wait)
+    /// and, when its task waits with nothing queued, writes them at once: in a fan-out each
+    /// held poll's answer then costs one `send` and no task to wake and run. Returns the task's
+    /// waker only when the task must take over: bytes are left (the socket is full), the socket
+    /// failed, or the task was not waiting in the first place (see [`Mailbox::deliver`]).
+    pub(crate) fn send_now(
+        &mut self,
+        id: ConnId,
+        data: Bytes,
+        server: &mut Server,
+    ) -> Option<Waker> {
+        if self.waker.is_none() || !self.queue.is_empty() || self.close || self.abort {
+            return self.deliver(Output::Send { conn: id, data });
+        }
+        self.queue.push(data);
+        let stream = self.stream.get_ref();
+        let (written, outcome) = self
+            .queue
+            .write_with(|slices| Some(write_slices(stream, slices)));
+        if written > 0 {
+            // The core counts unsent bytes with this (it never produces outputs).
+            let result = server.handle_flushed(id, written, Instant::now());
+            parlor_os::report_adapter_bug(PROGRAM, result);
+        }
+        match outcome {
+            Flushed::All => None,
+            Flushed::Blocked | Flushed::Failed => self.waker.take(),
+        }
+    }
+}
+
+/// One write of `slices`: one buffer (the common case) goes out with `send`, which the kernel
+/// takes faster than a one-element `writev`.
+fn write_slices(mut stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    match slices {
+        [one] => stream.write(one),
+        _ => stream.write_vectored(slices),
+    }
 }
 
 /// A connection task's own state.
 struct ConnIo {
-    stream: Async<TcpStream>,
     /// A read returned 0: the peer will send nothing more.
     eof: bool,
     /// The socket may have bytes to read: false after a read found none, until the reactor
@@ -94,7 +154,7 @@ fn poll_step(
     server: &mut Server,
     cx: &mut Context<'_>,
 ) -> Poll<Step> {
-    let mut stream = &io.stream;
+    let mut stream = &m.stream;
     if m.abort {
         return Poll::Ready(Step::Done);
     }
@@ -128,7 +188,7 @@ fn poll_step(
         }
         // Send FIN, then wait for the peer's, discarding what it still sends, so unread bytes
         // do not make the kernel reset the connection under the response in flight.
-        if io.stream.get_ref().shutdown(Shutdown::Write).is_err() {
+        if m.stream.get_ref().shutdown(Shutdown::Write).is_err() {
             return Poll::Ready(Step::Done);
         }
         io.write_shut = true;
@@ -138,7 +198,7 @@ fn poll_step(
     let mut discarded = 0;
     while !io.eof && (!m.paused || m.close) {
         if !io.may_read {
-            match io.stream.poll_readable(cx) {
+            match m.stream.poll_readable(cx) {
                 Poll::Ready(Ok(())) => io.may_read = true,
                 Poll::Ready(Err(_)) => return Poll::Ready(Step::Done),
                 Poll::Pending => break,
@@ -185,7 +245,7 @@ fn poll_step(
         return Poll::Ready(Step::Done);
     }
     if m.paused && !m.close && !io.eof {
-        if watch_paused(io, cx) {
+        if watch_paused(io, &m.stream, cx) {
             return Poll::Ready(Step::Done);
         }
     } else {
@@ -201,15 +261,15 @@ fn poll_step(
 /// above all), so the slot is freed now rather than at the connection's next deadline.
 /// Readiness cannot be waited on here (the unread bytes behind the pause make it fire at once,
 /// again and again), so the error is checked every [`WATCH_PAUSED`] instead.
-fn watch_paused(io: &mut ConnIo, cx: &mut Context<'_>) -> bool {
-    if has_error(&io.stream) {
+fn watch_paused(io: &mut ConnIo, stream: &Async<TcpStream>, cx: &mut Context<'_>) -> bool {
+    if has_error(stream) {
         return true;
     }
     let watch = io
         .watch
         .get_or_insert_with(|| Box::new(Timer::interval(WATCH_PAUSED)));
     while let Poll::Ready(Some(_)) = Pin::new(&mut **watch).poll_next(cx) {
-        if has_error(&io.stream) {
+        if has_error(stream) {
             return true;
         }
     }
@@ -236,11 +296,10 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(id: ConnId, stream: Async<TcpStream>, shared: Rc<Shared>) -> Connection {
+    pub(crate) fn new(id: ConnId, shared: Rc<Shared>) -> Connection {
         Connection {
             id,
             io: Some(ConnIo {
-                stream,
                 eof: false,
                 may_read: true,
                 write_shut: false,
@@ -283,7 +342,8 @@ impl Future for Connection {
                 }
                 Step::Eof => core.handle_eof(id),
                 Step::Done => {
-                    this.io = None; // the socket closes here, before the core hears of it
+                    this.io = None;
+                    // The socket closes here (with its mailbox), before the core hears of it.
                     core.handle_closed(id);
                     return Poll::Ready(());
                 }

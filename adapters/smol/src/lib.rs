@@ -11,7 +11,8 @@
 //! * **The core** ([`parlor_core::Server`]) and the connections' mailboxes live in one `Shared`
 //!   value behind a `RefCell`: the tasks take turns on one thread and none holds the borrow
 //!   across a wait, so that is all the locking there is.
-//! * **One task per connection** reads, writes and closes its socket. It hands what it reads
+//! * **One task per connection** reads, writes and closes its socket (kept in its mailbox, see
+//!   below). It hands what it reads
 //!   straight to the core ([`Server::handle_data`], from the thread's one read buffer, no copy,
 //!   no channel), drains the core's outputs into the mailboxes and writes its own answer in the
 //!   same turn: a request costs no hop to another task. The core sees each read before the task
@@ -38,9 +39,12 @@
 //! the core has room for. Each connection's mailbox is the core's outputs for it coalesced into
 //! a queue of `Bytes` and three flags, plus the task's waker, kept in a table indexed by the
 //! connection's id (no allocation of its own). Routing to it never waits and never fails; what
-//! bounds its memory is the core's cap on unsent bytes. Routing wakes the task, which runs
-//! after the tasks already runnable (the publishers' among them), so everything its mailbox
-//! gathered meanwhile leaves in one vectored write. An event stream's events go further: the
+//! bounds its memory is the core's cap on unsent bytes. A poll's answer to a task that waits with
+//! nothing queued is written right there, by whichever task handed the core the input that
+//! caused it (a publisher's, in a fan-out): one `send` per held poll and no task to wake, as in
+//! `parlor-mio`'s loop; only what the socket does not take at once is left to the task. Anything
+//! else routed wakes the task, which runs after the tasks already runnable (the publishers'
+//! among them), so everything its mailbox gathered meanwhile leaves in one vectored write. An event stream's events go further: the
 //! wake-up is left to the flusher (above), which while the server is busy waits a little longer,
 //! so each write carries the events of several publishes (the rule `parlor-mio` follows too:
 //! [`Deferral`](parlor_os::Deferral)). A poll's answer is not held back: its client asks again
@@ -52,7 +56,8 @@
 //!
 //! ## Memory per connection
 //! A held poll costs its socket's registration with the reactor, its task (a small hand-written
-//! future, `Connection`, with no buffer), its mailbox slot and the core's slot. Reads go into one
+//! future, `Connection`, with no buffer), its mailbox slot (which holds the socket) and the
+//! core's slot. Reads go into one
 //! buffer per thread ([`READ_BUFFER_BYTES`](parlor_os::READ_BUFFER_BYTES)) and are handed to the
 //! core from there. Waiting for an I/O readiness uses the socket's own waker slot
 //! (`poll_readable`-style), not a registration that allocates.
@@ -302,10 +307,8 @@ impl Bound {
                         }
                     }
                     Event::Accepted { stream, peer } => {
-                        let id = shared.core.borrow_mut().accept(peer, now);
-                        executor
-                            .spawn(Connection::new(id, stream, shared.clone()))
-                            .detach();
+                        let id = shared.core.borrow_mut().accept(stream, peer, now);
+                        executor.spawn(Connection::new(id, shared.clone())).detach();
                     }
                 }
                 budget -= 1;
@@ -427,14 +430,14 @@ impl Core {
         self.settle();
     }
 
-    /// Registers a new connection with the core and gives it a mailbox.
-    fn accept(&mut self, peer: SocketAddr, now: Instant) -> ConnId {
+    /// Registers a new connection with the core and gives it a mailbox (which keeps its socket).
+    fn accept(&mut self, stream: Async<TcpStream>, peer: SocketAddr, now: Instant) -> ConnId {
         let id = self.server.handle_accept(peer.ip(), now);
         if self.mailboxes.len() <= id.0 {
             self.mailboxes.resize_with(id.0 + 1, || None);
         }
         debug_assert!(self.mailboxes[id.0].is_none(), "the core reused a live id");
-        self.mailboxes[id.0] = Some(Mailbox::default());
+        self.mailboxes[id.0] = Some(Mailbox::new(stream));
         // Over the connection caps the core has a 503 and a Close ready.
         self.settle();
         id
@@ -498,8 +501,16 @@ impl Core {
             let Some(mailbox) = self.mailboxes.get_mut(id.0).and_then(Option::as_mut) else {
                 continue;
             };
-            // Waking only schedules the task: no task runs inside another.
-            match mailbox.deliver(output) {
+            // A poll's answer is written at once when its task waits ([`Mailbox::send_now`]);
+            // anything else goes to the mailbox, and waking only schedules the task: no task
+            // runs inside another.
+            let waker = match output {
+                Output::Send { data, .. } if !events => {
+                    mailbox.send_now(id, data, &mut self.server)
+                }
+                output => mailbox.deliver(output),
+            };
+            match waker {
                 Some(waker) if events => self.hold(waker),
                 Some(waker) => waker.wake(),
                 None => {}
